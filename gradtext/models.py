@@ -1,0 +1,238 @@
+"""The networks the book studies, small enough to read top to bottom.
+
+- :class:`DeepMLP`: a stack of ``depth`` linear layers with an activation between them.
+- :class:`SequenceModel`: PyTorch's fused ``nn.RNN``/``nn.LSTM``/``nn.GRU`` with a linear
+  read-out of the last hidden state (the adding problem, character models).
+- :class:`ScalarRNN`: Pascanu, Mikolov & Bengio's one-unit recurrent net
+  ``x_t = w * sigmoid(x_{t-1}) + b``, whose loss surface has the famous cliff.
+
+>>> import torch
+>>> net = DeepMLP(in_features=4, out_features=2, width=8, depth=3, activation="tanh")
+>>> net(torch.zeros(5, 4)).shape
+torch.Size([5, 2])
+>>> [name for name, _ in net.named_layers()]
+['linears.0', 'linears.1', 'linears.2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
+    "linear": nn.Identity,
+    "identity": nn.Identity,
+}
+"""Activation names accepted by :func:`make_activation` and :class:`DeepMLP`."""
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (see :data:`ACTIVATIONS`).
+
+    >>> make_activation("tanh")
+    Tanh()
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[key]()
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class DeepMLP(nn.Module):
+    """A multilayer perceptron of ``depth`` linear layers.
+
+    ``depth`` counts the ``nn.Linear`` layers: ``depth=1`` is a single linear map,
+    ``depth=3`` has two hidden layers of size ``width``. The activation sits between linear
+    layers, not after the last one (the output is a logit or a regression value).
+
+    Each activation is its own module (``activations.0``, ``activations.1``, ...), so hooks see
+    every layer separately. :meth:`named_layers` lists the linear layers in order and
+    :meth:`forward_with_intermediates` returns every pre-activation and activation.
+
+    >>> import torch
+    >>> net = DeepMLP(10, 3, width=32, depth=4, activation="relu")
+    >>> len(net.linears), net.linears[0].weight.shape
+    (4, torch.Size([32, 10]))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int,
+        depth: int,
+        activation: str = "relu",
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_features", in_features)
+        _check_positive_int("out_features", out_features)
+        _check_positive_int("width", width)
+        _check_positive_int("depth", depth)
+        make_activation(activation)  # validate the name before building anything
+        self.activation_name = activation.strip().lower()
+        sizes = [in_features] + [width] * (depth - 1) + [out_features]
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        self.linears = nn.ModuleList(nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in pairs)
+        self.activations = nn.ModuleList(make_activation(activation) for _ in range(depth - 1))
+
+    @property
+    def depth(self) -> int:
+        """The number of linear layers."""
+        return len(self.linears)
+
+    def named_layers(self) -> Iterator[tuple[str, nn.Linear]]:
+        """``(name, layer)`` for each linear layer, input side first, named as in
+        ``named_modules()``."""
+        for index, layer in enumerate(self.linears):
+            yield f"linears.{index}", layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, layer in enumerate(self.linears):
+            x = layer(x)
+            if index < len(self.activations):
+                x = self.activations[index](x)
+        return x
+
+    def forward_with_intermediates(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run the network and keep what each layer produced.
+
+        Returns ``(output, pre_activations, activations)``: ``pre_activations[l]`` is the
+        output of linear layer ``l`` (one per linear layer, the last is the output) and
+        ``activations[l]`` the activation applied to it (one per hidden layer).
+
+        >>> import torch
+        >>> out, pre, act = DeepMLP(3, 1, 5, 3, "tanh").forward_with_intermediates(torch.ones(2, 3))
+        >>> len(pre), len(act)
+        (3, 2)
+        """
+        pre_activations: list[torch.Tensor] = []
+        activations: list[torch.Tensor] = []
+        for index, layer in enumerate(self.linears):
+            x = layer(x)
+            pre_activations.append(x)
+            if index < len(self.activations):
+                x = self.activations[index](x)
+                activations.append(x)
+        return x, pre_activations, activations
+
+
+_RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class SequenceModel(nn.Module):
+    """A recurrent network (fused ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU``) with a linear read-out.
+
+    Inputs are batch-first, ``(batch, time, input_size)``. With ``readout="last"`` the output
+    is ``(batch, output_size)`` from the final hidden state (the adding problem); with
+    ``readout="all"`` it is ``(batch, time, output_size)`` (a character model).
+    ``nonlinearity`` applies to ``cell="rnn"`` only (``"tanh"`` or ``"relu"``).
+
+    >>> import torch
+    >>> model = SequenceModel("lstm", input_size=2, hidden_size=8, output_size=1)
+    >>> model(torch.zeros(4, 10, 2)).shape
+    torch.Size([4, 1])
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        readout: str = "last",
+    ) -> None:
+        super().__init__()
+        if not isinstance(cell, str) or cell.lower() not in _RECURRENT:
+            raise ValueError(f"cell must be one of {sorted(_RECURRENT)}, got {cell!r}")
+        for name, value in [
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+            ("num_layers", num_layers),
+        ]:
+            _check_positive_int(name, value)
+        if readout not in {"last", "all"}:
+            raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
+        self.cell = cell.lower()
+        self.readout = readout
+        kwargs: dict[str, object] = {"batch_first": True, "num_layers": num_layers}
+        if self.cell == "rnn":
+            if nonlinearity not in {"tanh", "relu"}:
+                raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            kwargs["nonlinearity"] = nonlinearity
+        self.rnn = _RECURRENT[self.cell](input_size, hidden_size, **kwargs)
+        self.head = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"x must be (batch, time, features), got shape {tuple(x.shape)}")
+        states, _ = self.rnn(x)
+        if self.readout == "last":
+            return self.head(states[:, -1])
+        return self.head(states)
+
+
+class ScalarRNN(nn.Module):
+    """The one-unit recurrent net of Pascanu, Mikolov & Bengio (2013), section 2.
+
+    ``x_t = w * sigmoid(x_{t-1}) + b`` for ``t = 1..steps``, starting from ``x0``. Its two
+    parameters are ``w`` and ``b``; :meth:`forward` returns ``x_T``. Float64 by default,
+    because the loss surface is steep enough for float32 to matter.
+
+    >>> import torch
+    >>> net = ScalarRNN(w=5.0, b=-2.5, steps=50)
+    >>> x_T = net(torch.tensor(0.5, dtype=torch.float64))
+    >>> x_T.shape
+    torch.Size([])
+    """
+
+    def __init__(
+        self, w: float = 1.0, b: float = 0.0, steps: int = 50, dtype: torch.dtype = torch.float64
+    ) -> None:
+        super().__init__()
+        _check_positive_int("steps", steps)
+        self.steps = steps
+        self.w = nn.Parameter(torch.tensor(float(w), dtype=dtype))
+        self.b = nn.Parameter(torch.tensor(float(b), dtype=dtype))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0.to(self.w.dtype)
+        for _ in range(self.steps):
+            x = self.w * torch.sigmoid(x) + self.b
+        return x
+
+    def trajectory(self, x0: torch.Tensor) -> torch.Tensor:
+        """All states ``x_0, x_1, ..., x_T`` stacked along a new first dimension."""
+        x = x0.to(self.w.dtype)
+        states = [x]
+        for _ in range(self.steps):
+            x = self.w * torch.sigmoid(x) + self.b
+            states.append(x)
+        return torch.stack(states)

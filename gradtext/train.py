@@ -1,0 +1,352 @@
+"""One training loop for every chapter: :func:`fit` trains any ``nn.Module`` and returns a
+:class:`History`.
+
+What it takes care of, so that notebooks and user code don't have to:
+
+- device placement (``device="auto"``) and seeded mini-batches;
+- the global gradient norm of every step, and optional clipping and monitoring;
+- divergence: a NaN/Inf loss or gradient stops training *before* the bad update is applied,
+  the step is recorded in ``History.diverged_at`` and nothing is raised;
+- Ctrl-C: the history trained so far is returned with ``History.interrupted = True``.
+
+>>> import torch
+>>> from gradtext.models import DeepMLP
+>>> from gradtext.tasks import argmax_task
+>>> x, y = argmax_task(n=256, dim=8, classes=3, seed=0)
+>>> net = DeepMLP(8, 3, width=16, depth=3)
+>>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+>>> h = fit(net, (x, y), loss="cross_entropy", optimizer=opt, steps=20, progress=False)
+>>> len(h.loss), h.diverged
+(20, False)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from gradtext.device import resolve_device
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OptimizerArg = Union[  # noqa: UP007 (a runtime alias; keeps Python 3.10 happy)
+    torch.optim.Optimizer, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+]
+
+
+def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Sequence outputs (batch, time, classes) with targets (batch, time) are flattened.
+    if output.dim() == 3:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    return F.cross_entropy(output, target)
+
+
+LOSSES: dict[str, LossFn] = {
+    "mse": F.mse_loss,
+    "cross_entropy": _cross_entropy,
+}
+"""Loss names accepted by :func:`fit`; any ``callable(output, target) -> scalar`` works too."""
+
+
+@dataclass
+class History:
+    """What :func:`fit` recorded, one entry per training step.
+
+    ``loss[t]`` and ``grad_norm[t]`` belong to step ``t`` (the gradient norm is measured
+    before any clipping); ``time[t]`` is the seconds elapsed when step ``t`` finished.
+    On divergence the offending step is the last entry, with its non-finite value kept.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    clip_coefficient: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    diverged: bool = False
+    diverged_at: int | None = None
+    interrupted: bool = False
+    device: str = "cpu"
+
+    @property
+    def steps(self) -> int:
+        """The number of steps recorded."""
+        return len(self.loss)
+
+    @property
+    def final_loss(self) -> float:
+        """The loss of the last step (NaN when nothing was recorded)."""
+        return self.loss[-1] if self.loss else math.nan
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-step series as a NumPy array."""
+        return {
+            "loss": np.asarray(self.loss, dtype=float),
+            "grad_norm": np.asarray(self.grad_norm, dtype=float),
+            "time": np.asarray(self.time, dtype=float),
+            "clip_coefficient": np.asarray(self.clip_coefficient, dtype=float),
+        }
+
+    def __repr__(self) -> str:
+        status = f"diverged at step {self.diverged_at}" if self.diverged else "finite"
+        if self.interrupted:
+            status += ", interrupted"
+        return (
+            f"History(steps={self.steps}, final_loss={self.final_loss:.4g}, {status}, "
+            f"device={self.device!r})"
+        )
+
+
+def global_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all gradients together, as a 0-d tensor (no host synchronisation).
+
+    Computed in float64 from per-tensor norms, so huge but finite gradients give a finite norm.
+
+    >>> import torch
+    >>> p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.full((3,), 2.0)
+    >>> float(global_grad_norm([p]))
+    3.4641016151377544
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0, dtype=torch.float64)
+    device = grads[0].device
+    norms = [n.to(device=device, dtype=torch.float64) for n in torch._foreach_norm(grads)]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _resolve_loss(loss: str | LossFn) -> LossFn:
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
+        return LOSSES[loss]
+    if not callable(loss):
+        raise TypeError(f"loss must be a str or a callable, got {type(loss).__name__}")
+    return loss
+
+
+def _resolve_optimizer(optimizer: OptimizerArg, model: nn.Module) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        built = optimizer(model.parameters())
+        if not isinstance(built, torch.optim.Optimizer):
+            raise TypeError("optimizer factory must return a torch.optim.Optimizer")
+        return built
+    raise TypeError(
+        "optimizer must be a torch.optim.Optimizer or a callable taking the model's parameters, "
+        f"got {type(optimizer).__name__}"
+    )
+
+
+def _tensor_batches(
+    data: tuple[torch.Tensor, torch.Tensor], batch_size: int, seed: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    inputs, targets = data
+    if len(inputs) != len(targets):
+        raise ValueError(
+            f"data: inputs and targets differ in length ({len(inputs)} vs {len(targets)})"
+        )
+    if len(inputs) == 0:
+        raise ValueError("data must hold at least one example")
+    inputs, targets = inputs.to(device), targets.to(device)
+    n = len(inputs)
+    if batch_size >= n:
+        while True:
+            yield inputs, targets
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            index = order[start : start + batch_size]
+            yield inputs[index], targets[index]
+
+
+def _iterable_batches(
+    data: Iterable[Any], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if iter(data) is data:
+        raise TypeError(
+            "data is a one-shot iterator; pass a re-iterable such as a list or a DataLoader"
+        )
+    while True:
+        count = 0
+        for batch in data:
+            count += 1
+            inputs, targets = batch
+            yield inputs.to(device), targets.to(device)
+        if count == 0:
+            raise ValueError("data yielded no batches")
+
+
+def _batches(data: Any, batch_size: int, seed: int, device: torch.device):
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    ):
+        return _tensor_batches((data[0], data[1]), batch_size, seed, device)
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
+        return _iterable_batches(data, device)
+    raise TypeError(
+        "data must be an (inputs, targets) pair of tensors or an iterable of such pairs, "
+        f"got {type(data).__name__}"
+    )
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss: str | LossFn,
+    optimizer: OptimizerArg,
+    steps: int,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    clip: float | Callable[[list[nn.Parameter]], Any] | None = None,
+    monitor: Any = None,
+    seed: int = 0,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_every: int = 100,
+    callback: Callable[[int, History], bool | None] | None = None,
+) -> History:
+    """Train ``model`` for ``steps`` optimizer steps and return the :class:`History`.
+
+    Parameters
+    ----------
+    model: any ``nn.Module``; it is moved to ``device``.
+    data: an ``(inputs, targets)`` pair of tensors, from which mini-batches of ``batch_size``
+        are drawn without replacement in a seeded random order (the full batch when
+        ``batch_size >= len(inputs)``), or any re-iterable of ``(inputs, targets)`` batches such
+        as a ``DataLoader``, cycled as often as needed.
+    loss: ``"mse"``, ``"cross_entropy"`` or a ``callable(output, target) -> scalar tensor``.
+    optimizer: a ``torch.optim.Optimizer`` over the model's parameters, or a callable that
+        builds one from ``model.parameters()``.
+    steps: the number of optimizer steps (0 is allowed and records nothing).
+    clip: ``None``; a positive float, the threshold of global-norm clipping; or a callable
+        applied to the list of parameters after ``backward()`` (e.g. a clipper from
+        :mod:`gradtext.clip`). A result with a ``coefficient`` attribute is recorded.
+    monitor: a :class:`gradtext.GradientMonitor` on ``model`` (entered here if it is not active).
+    seed: seeds the order of mini-batches (the model's initialization is the caller's).
+    eval_data, eval_every: a held-out ``(inputs, targets)`` pair evaluated every
+        ``eval_every`` steps and after the last one, into ``History.eval_step/eval_loss``.
+    callback: called as ``callback(step, history)`` after every step; returning ``True`` stops.
+
+    The same seed and initial model give bit-identical histories on the CPU.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_int("steps", steps, 0)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("eval_every", eval_every, 1)
+    _check_int("seed", seed, 0)
+    loss_fn = _resolve_loss(loss)
+    if clip is not None and not callable(clip):
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+            raise ValueError(f"clip must be None, a positive number or a callable, got {clip!r}")
+    target_device = resolve_device(device)
+    model.to(target_device)
+    opt = _resolve_optimizer(optimizer, model)
+    batches = _batches(data, batch_size, seed, target_device)
+    if eval_data is not None:
+        eval_inputs, eval_targets = (t.to(target_device) for t in eval_data)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    history = History(device=str(target_device))
+    bar = tqdm(total=steps, disable=not progress, desc="training", leave=True)
+    refresh = max(1, steps // 100)
+    start = time.perf_counter()
+    with ExitStack() as stack:
+        if monitor is not None:
+            if hasattr(monitor, "attach_optimizer"):
+                monitor.attach_optimizer(opt)
+            if not getattr(monitor, "active", False):
+                stack.enter_context(monitor)
+        try:
+            model.train()
+            for step in range(steps):
+                inputs, targets = next(batches)
+                opt.zero_grad(set_to_none=True)
+                loss_value = loss_fn(model(inputs), targets)
+                loss_value.backward()
+                grad_norm = global_grad_norm(parameters)
+                coefficient = None
+                if clip is not None:
+                    coefficient, grad_norm = _apply_clip(clip, parameters, grad_norm)
+                loss_float, norm_float = torch.stack(
+                    [loss_value.detach().to(torch.float64), grad_norm.to(torch.float64)]
+                ).tolist()
+                history.loss.append(loss_float)
+                history.grad_norm.append(norm_float)
+                if coefficient is not None:
+                    history.clip_coefficient.append(float(coefficient))
+                history.time.append(time.perf_counter() - start)
+                if not (math.isfinite(loss_float) and math.isfinite(norm_float)):
+                    history.diverged = True
+                    history.diverged_at = step
+                    break
+                opt.step()
+                if eval_data is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                    history.eval_step.append(step + 1)
+                    history.eval_loss.append(_evaluate(model, loss_fn, eval_inputs, eval_targets))
+                if progress:
+                    bar.update(1)
+                    if step % refresh == 0:
+                        bar.set_postfix(loss=f"{loss_float:.4g}", grad_norm=f"{norm_float:.3g}")
+                if callback is not None and callback(step, history):
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+        finally:
+            bar.close()
+    if history.diverged and progress:
+        print(f"fit: training diverged at step {history.diverged_at} (non-finite loss or gradient)")
+    return history
+
+
+def _apply_clip(
+    clip: float | Callable[[list[nn.Parameter]], Any],
+    parameters: list[nn.Parameter],
+    grad_norm: torch.Tensor,
+) -> tuple[torch.Tensor | float, torch.Tensor]:
+    """Clip in place; return (coefficient applied, norm before clipping)."""
+    if callable(clip):
+        result = clip(parameters)
+        coefficient = getattr(result, "coefficient", 1.0)
+        before = getattr(result, "total_norm", grad_norm)
+        if isinstance(before, torch.Tensor):
+            grad_norm = before.detach().to(grad_norm.device, torch.float64)
+        return coefficient, grad_norm
+    coefficient = torch.clamp(float(clip) / (grad_norm + 1e-6), max=1.0)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if grads:  # a non-finite norm makes the gradients NaN, and fit stops on it anyway
+        torch._foreach_mul_(grads, coefficient.to(grads[0].dtype))
+    return coefficient, grad_norm
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor
+) -> float:
+    model.eval()
+    value = float(loss_fn(model(inputs), targets))
+    model.train()
+    return value
