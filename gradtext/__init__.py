@@ -9,7 +9,7 @@ own modules) monitoring, clipping, initialization and theory.
 device(type='cpu')
 """
 
-from gradtext import models, plots, tasks
+from gradtext import models, plots, tasks, widgets
 from gradtext.device import resolve_device, seed_everything
 from gradtext.models import DeepMLP, ScalarRNN, SequenceModel
 from gradtext.train import History, fit, global_grad_norm
@@ -28,4 +28,5 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "tasks",
+    "widgets",
 ]

@@ -1,0 +1,121 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradtext.models import ACTIVATIONS, DeepMLP, ScalarRNN, SequenceModel, make_activation
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    depth=st.integers(1, 6),
+    width=st.integers(1, 9),
+    activation=st.sampled_from(sorted(ACTIVATIONS)),
+)
+def test_deep_mlp_depth_counts_linear_layers(depth, width, activation):
+    net = DeepMLP(3, 2, width=width, depth=depth, activation=activation)
+    assert len(net.linears) == depth == net.depth
+    assert len(net.activations) == depth - 1
+    assert net(torch.zeros(4, 3)).shape == (4, 2)
+    assert [name for name, _ in net.named_layers()] == [f"linears.{i}" for i in range(depth)]
+    named = dict(net.named_modules())
+    assert all(named[name] is layer for name, layer in net.named_layers())
+
+
+def test_depth_one_is_a_single_linear_map():
+    net = DeepMLP(5, 3, width=100, depth=1)
+    assert net.linears[0].weight.shape == (3, 5)
+
+
+def test_forward_with_intermediates_matches_forward():
+    torch.manual_seed(0)
+    net = DeepMLP(4, 2, width=6, depth=4, activation="tanh").double()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    out, pre, act = net.forward_with_intermediates(x)
+    assert torch.equal(out, net(x))
+    assert len(pre) == 4 and len(act) == 3
+    for p, a in zip(pre[:-1], act, strict=True):
+        assert torch.allclose(torch.tanh(p), a)
+    assert torch.equal(pre[-1], out)
+
+
+def test_hidden_activations_are_separate_modules():
+    net = DeepMLP(2, 2, width=3, depth=4, activation="relu")
+    assert len({id(m) for m in net.activations}) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"depth": 0}, ValueError, "depth must be >= 1"),
+        ({"width": -2}, ValueError, "width must be >= 1"),
+        ({"depth": 2.5}, TypeError, "depth must be an int"),
+        ({"activation": "swishy"}, ValueError, "unknown activation 'swishy'"),
+        ({"activation": 3}, TypeError, "activation must be a str"),
+        ({"in_features": 0}, ValueError, "in_features must be >= 1"),
+    ],
+)
+def test_deep_mlp_bad_input(kwargs, error, message):
+    args = {"in_features": 3, "out_features": 2, "width": 4, "depth": 2} | kwargs
+    with pytest.raises(error, match=message):
+        DeepMLP(**args)
+
+
+def test_make_activation_names():
+    assert isinstance(make_activation("ReLU"), torch.nn.ReLU)
+    assert isinstance(make_activation("linear"), torch.nn.Identity)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_sequence_model_shapes(cell):
+    model = SequenceModel(cell, input_size=2, hidden_size=5, output_size=3)
+    assert model(torch.zeros(4, 7, 2)).shape == (4, 3)
+    model = SequenceModel(cell, 2, 5, 3, readout="all")
+    assert model(torch.zeros(4, 7, 2)).shape == (4, 7, 3)
+
+
+def test_sequence_model_reads_the_last_hidden_state():
+    torch.manual_seed(0)
+    model = SequenceModel("gru", 2, 4, 1)
+    x = torch.randn(3, 6, 2)
+    states, _ = model.rnn(x)
+    assert torch.allclose(model(x), model.head(states[:, -1]))
+
+
+def test_sequence_model_bad_input():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        SequenceModel("transformer", 2, 4, 1)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        SequenceModel("rnn", 2, 4, 1, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="x must be"):
+        SequenceModel("rnn", 2, 4, 1)(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="readout"):
+        SequenceModel("rnn", 2, 4, 1, readout="first")
+
+
+def test_scalar_rnn_follows_its_recurrence():
+    net = ScalarRNN(w=5.0, b=-2.5, steps=3)
+    x = torch.tensor(0.5, dtype=torch.float64)
+    expected = x
+    for _ in range(3):
+        expected = 5.0 * torch.sigmoid(expected) - 2.5
+    assert torch.allclose(net(x), expected)
+    trajectory = net.trajectory(x)
+    assert trajectory.shape == (4,) and torch.allclose(trajectory[-1], expected)
+    assert net.w.dtype == torch.float64
+
+
+def test_scalar_rnn_gradient_matches_finite_differences():
+    net = ScalarRNN(w=3.0, b=-1.0, steps=20)
+    x0 = torch.tensor(0.5, dtype=torch.float64)
+    net(x0).backward()
+    eps = 1e-6
+    with torch.no_grad():
+        plus = ScalarRNN(3.0 + eps, -1.0, 20)(x0)
+        minus = ScalarRNN(3.0 - eps, -1.0, 20)(x0)
+    assert float(net.w.grad) == pytest.approx(float((plus - minus) / (2 * eps)), rel=1e-5)
+
+
+def test_scalar_rnn_bad_steps():
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        ScalarRNN(steps=0)

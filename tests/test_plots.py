@@ -1,0 +1,53 @@
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from gradtext import plots
+from gradtext.train import History
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _crosses(ax):
+    return [line for line in ax.lines if line.get_marker() == "x"]
+
+
+def test_plot_loss_marks_the_nonfinite_step_instead_of_dropping_it():
+    healthy = History(loss=[1.0, 0.5, 0.25])
+    exploded = History(loss=[1.0, 10.0, 1e4, math.inf, math.nan])
+    ax = plots.plot_loss({"healthy": healthy, "exploding": exploded})
+    assert ax.get_yscale() == "log"
+    crosses = _crosses(ax)
+    assert len(crosses) == 1
+    np.testing.assert_array_equal(crosses[0].get_xdata(), [3, 4])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["healthy", "exploding", "NaN/Inf"]
+
+
+def test_plot_grad_norm_draws_each_history():
+    ax = plots.plot_grad_norm({"a": History(grad_norm=[1.0, 2.0]), "b": History(grad_norm=[3.0])})
+    assert len(ax.lines) == 2 and ax.get_yscale() == "log"
+    assert not _crosses(ax)
+
+
+def test_plot_layer_norms_numbers_layers_from_one():
+    ax = plots.plot_layer_norms({"x": [1e-3, 1e-2, np.inf]})
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [1, 2])
+    assert _crosses(ax)[0].get_xdata().tolist() == [3]
+
+
+def test_mark_nonfinite_counts():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 2])
+    assert plots.mark_nonfinite(ax, np.arange(4), [1.0, np.nan, 2.0, -np.inf]) == 2
+
+
+def test_use_style_sets_the_book_style():
+    plots.use_style()
+    assert plt.rcParams["axes.spines.top"] is False

@@ -1,0 +1,184 @@
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import gradtext as gt
+from gradtext.models import DeepMLP
+from gradtext.tasks import argmax_task, teacher_student
+from gradtext.train import History, fit, global_grad_norm
+
+
+def _problem(seed=0):
+    x, y = argmax_task(n=256, dim=8, classes=3, seed=seed)
+    torch.manual_seed(seed)
+    return DeepMLP(8, 3, width=16, depth=3, activation="tanh"), (x, y)
+
+
+def _sgd(lr):
+    return lambda params: torch.optim.SGD(params, lr=lr)
+
+
+def test_fit_records_one_entry_per_step_and_learns():
+    net, data = _problem()
+    history = fit(net, data, loss="cross_entropy", optimizer=_sgd(0.5), steps=150,
+                  batch_size=64, progress=False, device="cpu")
+    assert isinstance(history, History)
+    assert history.steps == len(history.grad_norm) == len(history.time) == 150
+    assert not history.diverged and history.diverged_at is None
+    assert sum(history.loss[-10:]) / 10 < 0.7 * sum(history.loss[:10]) / 10
+    assert all(b >= a for a, b in zip(history.time, history.time[1:], strict=False))
+    assert history.device == "cpu"
+
+
+def test_same_seed_gives_bit_identical_histories():
+    runs = []
+    for _ in range(2):
+        net, data = _problem(seed=1)
+        runs.append(fit(net, data, loss="cross_entropy", optimizer=_sgd(0.2), steps=40,
+                        batch_size=32, progress=False, seed=7))
+    assert runs[0].loss == runs[1].loss and runs[0].grad_norm == runs[1].grad_norm
+    net, data = _problem(seed=1)
+    other = fit(net, data, loss="cross_entropy", optimizer=_sgd(0.2), steps=40, batch_size=32,
+                progress=False, seed=8)
+    assert other.loss != runs[0].loss
+
+
+def test_divergence_stops_cleanly_before_the_bad_update(capsys):
+    x, y = teacher_student(n=128, dim=4, seed=0)
+    torch.manual_seed(0)
+    net = DeepMLP(4, 1, width=16, depth=3, activation="relu")
+    history = fit(net, (x, y), loss="mse", optimizer=_sgd(5.0), steps=200, progress=True)
+    assert history.diverged and history.diverged_at == history.steps - 1 < 199
+    assert not (math.isfinite(history.loss[-1]) and math.isfinite(history.grad_norm[-1]))
+    assert all(math.isfinite(v) for v in history.loss[:-1])
+    # the non-finite gradient was never applied: the weights are still finite
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert f"diverged at step {history.diverged_at}" in capsys.readouterr().out
+
+
+def test_nan_in_the_data_is_caught_at_the_first_step():
+    x, y = teacher_student(n=32, dim=4, seed=0)
+    x[0, 0] = float("nan")
+    net = DeepMLP(4, 1, width=8, depth=2)
+    history = fit(net, (x, y), loss="mse", optimizer=_sgd(0.1), steps=10, batch_size=32,
+                  progress=False)
+    assert history.diverged_at == 0 and history.steps == 1
+
+
+def test_ctrl_c_returns_what_was_trained_so_far():
+    net, data = _problem()
+
+    def interrupt(step, history):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    history = fit(net, data, loss="cross_entropy", optimizer=_sgd(0.1), steps=100,
+                  progress=False, callback=interrupt)
+    assert history.interrupted and history.steps == 6 and not history.diverged
+
+
+def test_callback_can_stop_training():
+    net, data = _problem()
+    history = fit(net, data, loss="cross_entropy", optimizer=_sgd(0.1), steps=100,
+                  progress=False, callback=lambda step, h: step == 9)
+    assert history.steps == 10 and not history.interrupted
+
+
+def test_float_clip_records_the_norm_before_clipping_and_applies_the_coefficient():
+    net, data = _problem()
+    before = [p.detach().clone() for p in net.parameters()]
+    history = fit(net, data, loss="cross_entropy", optimizer=_sgd(1.0), steps=1,
+                  batch_size=256, progress=False, clip=1e-3)
+    norm, coefficient = history.grad_norm[0], history.clip_coefficient[0]
+    assert coefficient == pytest.approx(1e-3 / norm, rel=1e-4)
+    step = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, net.parameters(),
+                                                                 strict=True)])
+    assert float(step.norm()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_callable_clip_is_used_and_its_telemetry_recorded():
+    calls = []
+
+    def clipper(parameters):
+        calls.append(len(parameters))
+        return torch.nn.utils.clip_grad_norm_(parameters, 0.5)
+
+    net, data = _problem()
+    history = fit(net, data, loss="cross_entropy", optimizer=_sgd(0.1), steps=3,
+                  progress=False, clip=clipper)
+    assert calls == [6, 6, 6] and history.clip_coefficient == [1.0, 1.0, 1.0]
+
+
+def test_dataloader_is_cycled_and_eval_data_recorded():
+    x, y = argmax_task(n=64, dim=8, classes=3, seed=0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    net = DeepMLP(8, 3, width=8, depth=2)
+    history = fit(net, loader, loss="cross_entropy", optimizer=_sgd(0.1), steps=10,
+                  progress=False, eval_data=(x, y), eval_every=4)
+    assert history.steps == 10
+    assert history.eval_step == [4, 8, 10] and len(history.eval_loss) == 3
+
+
+def test_full_batch_when_batch_size_exceeds_the_data():
+    x, y = teacher_student(n=20, dim=3, seed=0)
+    net = DeepMLP(3, 1, width=4, depth=2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    history = fit(net, (x, y), loss="mse", optimizer=opt, steps=3, batch_size=100,
+                  progress=False)
+    assert history.loss[0] == history.loss[1] == history.loss[2]
+
+
+def test_steps_zero_records_nothing():
+    net, data = _problem()
+    assert fit(net, data, loss="mse", optimizer=_sgd(0.1), steps=0, progress=False).steps == 0
+
+
+def test_global_grad_norm_matches_pytorch_and_survives_huge_values():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    expected = torch.nn.utils.clip_grad_norm_(params, max_norm=1e9)
+    assert float(global_grad_norm(params)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(global_grad_norm([])) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"steps": -1}, ValueError, "steps must be >= 0"),
+        ({"steps": 2.0}, TypeError, "steps must be an int"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"loss": "hinge"}, ValueError, "loss must be one of"),
+        ({"loss": 3}, TypeError, "loss must be a str or a callable"),
+        ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer"),
+        ({"device": "gpu"}, ValueError, "device must be one of"),
+        ({"clip": -1.0}, ValueError, "clip must be None, a positive number"),
+        ({"data": "abc"}, TypeError, "data must be an"),
+        ({"data": iter([])}, TypeError, "one-shot iterator"),
+        ({"data": (torch.zeros(3, 8), torch.zeros(2))}, ValueError, "differ in length"),
+        ({"model": "net"}, TypeError, "model must be a torch.nn.Module"),
+    ],
+)
+def test_bad_input_is_named(kwargs, error, message):
+    net, data = _problem()
+    args = {"model": net, "data": data, "loss": "cross_entropy", "optimizer": _sgd(0.1),
+            "steps": 2, "progress": False} | kwargs
+    model, data_arg = args.pop("model"), args.pop("data")
+    with pytest.raises(error, match=message):
+        fit(model, data_arg, **args)
+
+
+def test_history_arrays_and_repr():
+    history = History(loss=[1.0, float("nan")], grad_norm=[2.0, float("inf")], time=[0.1, 0.2],
+                      diverged=True, diverged_at=1)
+    arrays = history.arrays()
+    assert arrays["loss"].shape == (2,) and math.isinf(arrays["grad_norm"][1])
+    assert "diverged at step 1" in repr(history)
+
+
+def test_package_exports_the_contract():
+    for name in ["fit", "History", "resolve_device", "seed_everything", "DeepMLP"]:
+        assert hasattr(gt, name)
