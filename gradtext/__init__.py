@@ -9,24 +9,47 @@ own modules) monitoring, clipping, initialization and theory.
 device(type='cpu')
 """
 
-from gradtext import models, plots, tasks, widgets
+from gradtext import clip, init, models, plots, tasks, theory, widgets
+from gradtext.clip import (
+    AdaptiveGradientClipping,
+    AutoClip,
+    ClipResult,
+    ZScoreClip,
+    clip_by_norm,
+    clip_by_value,
+    clip_per_parameter,
+)
 from gradtext.device import resolve_device, seed_everything
 from gradtext.models import DeepMLP, ScalarRNN, SequenceModel
+from gradtext.monitor import Diagnosis, GradientMonitor, Thresholds
 from gradtext.train import History, fit, global_grad_norm
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveGradientClipping",
+    "AutoClip",
+    "ClipResult",
     "DeepMLP",
+    "Diagnosis",
+    "GradientMonitor",
     "History",
     "ScalarRNN",
     "SequenceModel",
+    "Thresholds",
+    "ZScoreClip",
+    "clip",
+    "clip_by_norm",
+    "clip_by_value",
+    "clip_per_parameter",
     "fit",
     "global_grad_norm",
+    "init",
     "models",
     "plots",
     "resolve_device",
     "seed_everything",
     "tasks",
+    "theory",
     "widgets",
 ]

@@ -153,3 +153,179 @@ def plot_layer_norms(
     if any(curves) or marked:
         ax.legend()
     return ax
+
+
+# --- per-layer views of a training run (from gradtext.monitor.GradientMonitor) -----------------
+
+
+def plot_layer_heatmap(
+    values: np.ndarray,
+    *,
+    layer_names: Sequence[str] | None = None,
+    steps: Sequence[int] | np.ndarray | None = None,
+    ax: Axes | None = None,
+    label: str = "gradient norm",
+    title: str | None = None,
+) -> Axes:
+    """A (steps x layers) array, e.g. ``monitor.grad_norms()``, as a heatmap of layers x steps
+    on a log colour scale, input-side layer at the bottom. NaN/Inf cells are drawn red and
+    zeros grey instead of being left blank.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = plot_layer_heatmap(np.array([[1e-3, 1.0], [np.nan, 10.0]]), layer_names=["a", "b"])
+    >>> ax.get_ylabel()
+    'layer'
+    """
+    from matplotlib.colors import ListedColormap, LogNorm
+
+    ax = _axes(ax)
+    grid = np.asarray(values, dtype=float)
+    if grid.ndim != 2:
+        raise ValueError(f"values must be a 2-d (steps x layers) array, got shape {grid.shape}")
+    steps_axis = np.arange(grid.shape[0]) if steps is None else np.asarray(steps)
+    if len(steps_axis) != grid.shape[0]:
+        raise ValueError(f"steps has {len(steps_axis)} entries for {grid.shape[0]} rows")
+    grid = grid.T  # layers x steps
+    positive = np.isfinite(grid) & (grid > 0)
+    edges = _edges(steps_axis)
+    layer_edges = np.arange(grid.shape[0] + 1) - 0.5
+    if positive.any():
+        norm = LogNorm(vmin=grid[positive].min(), vmax=max(grid[positive].max(),
+                                                             grid[positive].min() * 1.0001))
+        mesh = ax.pcolormesh(edges, layer_edges, np.ma.masked_where(~positive, grid),
+                             norm=norm, cmap="viridis", shading="flat")
+        ax.figure.colorbar(mesh, ax=ax, label=f"{label} (log scale)")
+    zero = np.isfinite(grid) & (grid <= 0)
+    bad = ~np.isfinite(grid)
+    for mask, color in ((zero, "#bbbbbb"), (bad, NONFINITE_COLOR)):
+        if mask.any():
+            ax.pcolormesh(edges, layer_edges, np.ma.masked_where(~mask, np.ones_like(grid)),
+                          cmap=ListedColormap([color]), shading="flat")
+    if bad.any():
+        ax.plot([], [], "s", color=NONFINITE_COLOR, label=f"NaN/Inf ({int(bad.sum())})")
+        ax.legend(loc="upper left", bbox_to_anchor=(0, 1.15), ncol=2)
+    ax.set_ylim(layer_edges[0], layer_edges[-1])
+    if layer_names is not None:
+        if len(layer_names) != grid.shape[0]:
+            raise ValueError(f"layer_names has {len(layer_names)} names for {grid.shape[0]} layers")
+        ticks = np.arange(grid.shape[0])
+        if len(ticks) > 12:
+            ticks = ticks[:: int(np.ceil(len(ticks) / 12))]
+        ax.set_yticks(ticks, [layer_names[i] or "(model)" for i in ticks])
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer")
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around increasing step numbers."""
+    centres = np.asarray(centres, dtype=float)
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
+def plot_layer_histograms(
+    values: Mapping[str, np.ndarray | Sequence[float]],
+    *,
+    ax: Axes | None = None,
+    bins: int = 60,
+    log_x: bool = False,
+    xlabel: str = "activation value",
+    title: str | None = None,
+) -> Axes:
+    """One normalised histogram per layer, overlaid (as in Glorot & Bengio's figures of
+    activations and back-propagated gradients); layers coloured from input side (dark) to
+    output side (light). With ``log_x`` the histogram is of ``log10 |value|`` (for gradients
+    spanning decades). Non-finite values are counted in each label and marked with a red cross
+    at the right edge rather than silently dropped.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = plot_layer_histograms({"layer 1": np.random.randn(100), "layer 2": [0.5, np.nan]})
+    >>> len(ax.get_legend().get_texts())
+    3
+    """
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError("values must be a non-empty mapping {layer name: values}")
+    ax = _axes(ax)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(values)))
+    finite_all = [np.asarray(v, dtype=float).ravel() for v in values.values()]
+    transformed = []
+    for v in finite_all:
+        good = v[np.isfinite(v)]
+        if log_x:
+            good = np.log10(np.abs(good[good != 0]))
+        transformed.append(good)
+    pooled = np.concatenate(transformed) if transformed else np.zeros(0)
+    edges = np.histogram_bin_edges(pooled if pooled.size else [0.0, 1.0], bins=bins)
+    total_bad = 0
+    for (name, raw), good, color in zip(values.items(), transformed, colors, strict=True):
+        bad = int((~np.isfinite(np.asarray(raw, dtype=float))).sum())
+        total_bad += bad
+        label = name + (f" ({bad} NaN/Inf)" if bad else "")
+        if good.size:
+            ax.hist(good, bins=edges, density=True, histtype="step", color=color, lw=1.5,
+                    label=label)
+        else:
+            ax.plot([], [], color=color, label=label)
+    if total_bad:
+        ax.plot([1.0], [1.0], "x", color=NONFINITE_COLOR, ms=9, mew=2, transform=ax.transAxes,
+                clip_on=False, label=f"NaN/Inf ({total_bad})", zorder=5)
+    ax.set_xlabel(f"log10 |{xlabel}|" if log_x else xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_update_ratios(
+    ratios: np.ndarray,
+    *,
+    layer_names: Sequence[str] | None = None,
+    steps: Sequence[int] | np.ndarray | None = None,
+    ax: Axes | None = None,
+    reference: float | None = 1e-3,
+    title: str | None = None,
+) -> Axes:
+    """Update-to-weight ratios ``||dW|| / ||W||`` per layer over training, e.g.
+    ``monitor.update_ratios()`` (steps x layers), on a log scale with a dashed reference line
+    at ``reference`` (the rule of thumb: about 1e-3 is healthy). Non-finite values are marked.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = plot_update_ratios(np.array([[1e-3, 1e-4], [2e-3, np.inf]]))
+    >>> ax.get_yscale()
+    'log'
+    """
+    ax = _axes(ax)
+    grid = np.asarray(ratios, dtype=float)
+    if grid.ndim != 2:
+        raise ValueError(f"ratios must be a 2-d (steps x layers) array, got shape {grid.shape}")
+    x = np.arange(grid.shape[0]) if steps is None else np.asarray(steps, dtype=float)
+    names = list(layer_names) if layer_names is not None else [
+        f"layer {i + 1}" for i in range(grid.shape[1])]
+    if len(names) != grid.shape[1]:
+        raise ValueError(f"layer_names has {len(names)} names for {grid.shape[1]} layers")
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, grid.shape[1]))
+    for column, (name, color) in enumerate(zip(names, colors, strict=True)):
+        _series(ax, x, grid[:, column], True, color=color, label=name or "(model)")
+    ax.set_yscale("log")
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference:g} (rule of thumb)")
+    marked = False
+    for column in range(grid.shape[1]):
+        marked |= mark_nonfinite(ax, x, grid[:, column], label=None if marked else "NaN/Inf") > 0
+    ax.set_xlabel("step")
+    ax.set_ylabel("update / weight  ||dW|| / ||W||")
+    if grid.shape[1] <= 10 or marked:
+        ax.legend(fontsize=8, ncol=2)
+    if title:
+        ax.set_title(title)
+    return ax

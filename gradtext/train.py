@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from gradtext.clip import clip_by_norm, total_norm
 from gradtext.device import resolve_device
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -109,19 +110,15 @@ class History:
 def global_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all gradients together, as a 0-d tensor (no host synchronisation).
 
-    Computed in float64 from per-tensor norms, so huge but finite gradients give a finite norm.
+    Computed in float64 by :func:`gradtext.clip.total_norm`, so huge but finite gradients give
+    a finite norm.
 
     >>> import torch
     >>> p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.full((3,), 2.0)
     >>> float(global_grad_norm([p]))
     3.4641016151377544
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0, dtype=torch.float64)
-    device = grads[0].device
-    norms = [n.to(device=device, dtype=torch.float64) for n in torch._foreach_norm(grads)]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    return total_norm(parameters)
 
 
 def _resolve_loss(loss: str | LossFn) -> LossFn:
@@ -335,11 +332,8 @@ def _apply_clip(
         if isinstance(before, torch.Tensor):
             grad_norm = before.detach().to(grad_norm.device, torch.float64)
         return coefficient, grad_norm
-    coefficient = torch.clamp(float(clip) / (grad_norm + 1e-6), max=1.0)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if grads:  # a non-finite norm makes the gradients NaN, and fit stops on it anyway
-        torch._foreach_mul_(grads, coefficient.to(grads[0].dtype))
-    return coefficient, grad_norm
+    result = clip_by_norm(parameters, float(clip))
+    return result.coefficient, result.total_norm
 
 
 @torch.no_grad()

@@ -1,0 +1,421 @@
+"""Gradient clipping: by global norm, by value, per layer, and adaptive (AGC, AutoClip, z-score).
+
+Every function works on an iterable of parameters or an ``nn.Module`` and changes ``.grad``
+in place, like :func:`torch.nn.utils.clip_grad_norm_`. Norms are accumulated in float64, so
+float32 gradients of 1e20 give a finite norm and a correct clip (PyTorch issue 46849).
+Telemetry is returned as tensors: nothing here waits for the device unless you read a value.
+
+>>> import torch
+>>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+>>> result = clip_by_norm([p], max_norm=1.0)
+>>> float(result.total_norm), [round(g, 4) for g in p.grad.tolist()]
+(5.0, [0.6, 0.8])
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Parameters = Iterable[torch.Tensor] | nn.Module
+
+_NONFINITE_OPTIONS = ("skip", "zero", "raise")
+
+
+@dataclass
+class ClipResult:
+    """What a clipping call did: norm before clipping, coefficient applied, whether it clipped.
+
+    ``total_norm`` and ``coefficient`` are 0-d tensors (reading them synchronises);
+    ``clipped`` is computed only when read.
+    """
+
+    total_norm: torch.Tensor
+    coefficient: torch.Tensor
+
+    @property
+    def clipped(self) -> bool:
+        return bool(self.coefficient < 1.0)
+
+
+def _grads(parameters: Parameters) -> list[torch.Tensor]:
+    if isinstance(parameters, nn.Module):
+        parameters = parameters.parameters()
+    elif isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    elif not isinstance(parameters, Iterable):
+        raise TypeError(
+            "parameters must be a Module or an iterable of tensors, "
+            f"got {type(parameters).__name__}"
+        )
+    grads = []
+    for p in parameters:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"parameters must contain tensors, got {type(p).__name__}")
+        if p.grad is not None:
+            grads.append(p.grad)
+    return grads
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _check_norm_type(norm_type: object) -> float:
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
+        raise TypeError(f"norm_type must be a number >= 1 or inf, got {norm_type!r}")
+    if not norm_type >= 1:
+        raise ValueError(f"norm_type must be >= 1 (or inf), got {norm_type!r}")
+    return float(norm_type)
+
+
+def _grouped(grads: list[torch.Tensor]) -> dict[tuple, list[torch.Tensor]]:
+    groups: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for g in grads:
+        groups[(g.device, g.dtype)].append(g)
+    return groups
+
+
+def total_norm(parameters: Parameters, norm_type: float = 2.0) -> torch.Tensor:
+    """The ``norm_type``-norm of all gradients together, as a float64 0-d tensor (no sync).
+
+    Per-tensor norms are accumulated in float64 by fused ``torch._foreach_norm`` calls, one per
+    (device, dtype) group, so the result is finite for huge finite gradients.
+
+    >>> p = torch.nn.Parameter(torch.zeros(1)); p.grad = torch.tensor([1e20])
+    >>> f"{float(total_norm([p])):.3g}"
+    '1e+20'
+    """
+    return _norm_of(_grads(parameters), _check_norm_type(norm_type))
+
+
+def _norm_of(grads: list[torch.Tensor], norm_type: float) -> torch.Tensor:
+    if not grads:
+        return torch.tensor(0.0, dtype=torch.float64)
+    groups = _grouped(grads)
+    if len(groups) == 1:  # the common case: one device, one dtype, no copies between devices
+        norms = torch._foreach_norm(grads, norm_type, dtype=torch.float64)
+        return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+    device = grads[0].device
+    norms = []
+    for group in groups.values():
+        norms.extend(n.to(device) for n in torch._foreach_norm(group, norm_type, torch.float64))
+    return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+
+
+def _scale(grads: list[torch.Tensor], coefficient: torch.Tensor) -> None:
+    for (device, dtype), group in _grouped(grads).items():
+        torch._foreach_mul_(group, coefficient.to(device=device, dtype=dtype))
+
+
+def clip_by_norm(
+    parameters: Parameters, max_norm: float, norm_type: float = 2.0, eps: float = 1e-6
+) -> ClipResult:
+    """Scale all gradients together so their ``norm_type``-norm is at most ``max_norm``.
+
+    Same arguments and same effect on ``.grad`` as :func:`torch.nn.utils.clip_grad_norm_`
+    (coefficient ``max_norm / (norm + eps)``, capped at 1). A non-finite norm makes the
+    gradients non-finite, as in PyTorch; the stateful clippers below offer other choices.
+
+    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([0.3, 0.4])
+    >>> clip_by_norm([p], max_norm=1.0).clipped
+    False
+    """
+    max_norm = _check_positive("max_norm", max_norm)
+    grads = _grads(parameters)
+    norm = _norm_of(grads, _check_norm_type(norm_type))
+    coefficient = torch.clamp(max_norm / (norm + eps), max=1.0)
+    if grads:
+        _scale(grads, coefficient)
+    return ClipResult(total_norm=norm, coefficient=coefficient)
+
+
+def clip_by_value(parameters: Parameters, clip_value: float) -> ClipResult:
+    """Clamp every gradient entry to ``[-clip_value, clip_value]`` (like ``clip_grad_value_``).
+
+    Changes the direction of the gradient when some entries are clamped and others not.
+    ``coefficient`` is the ratio of the 2-norm after to the norm before.
+
+    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 0.5])
+    >>> _ = clip_by_value([p], 1.0); p.grad.tolist()
+    [1.0, 0.5]
+    """
+    clip_value = _check_positive("clip_value", clip_value)
+    grads = _grads(parameters)
+    before = _norm_of(grads, 2.0)
+    for group in _grouped(grads).values():
+        torch._foreach_clamp_min_(group, -clip_value)
+        torch._foreach_clamp_max_(group, clip_value)
+    after = _norm_of(grads, 2.0)
+    coefficient = torch.where(before > 0, after / before, torch.ones_like(before))
+    return ClipResult(total_norm=before, coefficient=coefficient)
+
+
+def clip_per_parameter(
+    parameters: Parameters, max_norm: float, norm_type: float = 2.0, eps: float = 1e-6
+) -> ClipResult:
+    """Clip each gradient tensor (each layer's weight or bias) to norm ``max_norm`` on its own.
+
+    ``total_norm`` is the global norm before clipping; ``coefficient`` is the smallest
+    per-tensor coefficient.
+
+    >>> a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    >>> a.grad, b.grad = torch.tensor([4.0]), torch.tensor([0.5])
+    >>> _ = clip_per_parameter([a, b], 1.0); a.grad.item(), b.grad.item()
+    (0.9999997615814209, 0.5)
+    """
+    max_norm = _check_positive("max_norm", max_norm)
+    norm_type = _check_norm_type(norm_type)
+    grads = _grads(parameters)
+    if not grads:
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        return ClipResult(total_norm=zero, coefficient=torch.ones_like(zero))
+    device = grads[0].device
+    all_norms, all_coefficients = [], []
+    for (_device, dtype), group in _grouped(grads).items():
+        norms = torch._foreach_norm(group, norm_type, dtype=torch.float64)
+        coefficients = [torch.clamp(max_norm / (n + eps), max=1.0) for n in norms]
+        torch._foreach_mul_(group, [c.to(dtype) for c in coefficients])
+        all_norms.extend(n.to(device) for n in norms)
+        all_coefficients.extend(c.to(device) for c in coefficients)
+    norm = torch.linalg.vector_norm(torch.stack(all_norms), norm_type)
+    return ClipResult(total_norm=norm, coefficient=torch.stack(all_coefficients).min())
+
+
+class AdaptiveGradientClipping:
+    """Unit-wise adaptive gradient clipping (AGC, Brock et al. 2021).
+
+    Each output unit's gradient ``G_i`` is scaled so ``||G_i|| <= clipping * max(||W_i||, eps)``.
+    Brock et al. leave the final classifier layer unclipped: pass its parameters in
+    ``exclude`` (tensors or a Module) rather than slicing the parameter list.
+
+    >>> w = torch.nn.Parameter(torch.ones(2, 2)); w.grad = torch.full((2, 2), 10.0)
+    >>> _ = AdaptiveGradientClipping(clipping=0.1)([w]); w.grad.norm(dim=1).tolist()
+    [0.1414213627576828, 0.1414213627576828]
+    """
+
+    def __init__(
+        self, clipping: float = 0.01, eps: float = 1e-3, exclude: Parameters | None = None
+    ) -> None:
+        self.clipping = _check_positive("clipping", clipping)
+        self.eps = _check_positive("eps", eps)
+        if exclude is None:
+            self._exclude: set[int] = set()
+        else:
+            items = exclude.parameters() if isinstance(exclude, nn.Module) else exclude
+            self._exclude = {id(p) for p in items}
+
+    def __call__(self, parameters: Parameters) -> ClipResult:
+        if isinstance(parameters, nn.Module):
+            parameters = list(parameters.parameters())
+        params = [p for p in parameters if isinstance(p, torch.Tensor)]
+        grads_all = _grads(params)
+        before = _norm_of(grads_all, 2.0)
+        chosen = [p for p in params if p.grad is not None and id(p) not in self._exclude]
+        if not chosen:
+            return ClipResult(total_norm=before, coefficient=torch.ones_like(before))
+        # tensors of one shape are stacked, so each shape costs a few kernels, not a loop
+        by_shape: dict[tuple, list[nn.Parameter]] = defaultdict(list)
+        for p in chosen:
+            by_shape[(p.shape, p.device, p.dtype)].append(p)
+        for group in by_shape.values():
+            weights = torch.stack([p.detach() for p in group])
+            grads = torch.stack([p.grad for p in group])
+            dims = tuple(range(2, weights.dim())) if weights.dim() > 2 else ()
+            w_norm = (
+                torch.linalg.vector_norm(weights, dim=dims, keepdim=True) if dims else weights.abs()
+            )
+            g_norm = (
+                torch.linalg.vector_norm(grads, dim=dims, keepdim=True) if dims else grads.abs()
+            )
+            limit = self.clipping * w_norm.clamp_min(self.eps)
+            factor = torch.clamp(limit / g_norm.clamp_min(1e-6), max=1.0)
+            torch._foreach_mul_([p.grad for p in group], list(factor.unbind(0)))
+        after = _norm_of(grads_all, 2.0)
+        coefficient = torch.where(before > 0, after / before, torch.ones_like(before))
+        return ClipResult(total_norm=before, coefficient=coefficient)
+
+    def state_dict(self) -> dict:
+        return {"clipping": self.clipping, "eps": self.eps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.clipping = _check_positive("clipping", state["clipping"])
+        self.eps = _check_positive("eps", state["eps"])
+
+
+class _HistoryClipper(ABC):
+    """Shared machinery of stateful clippers: non-finite handling and state."""
+
+    def __init__(self, norm_type: float, nonfinite: str) -> None:
+        self.norm_type = _check_norm_type(norm_type)
+        if nonfinite not in _NONFINITE_OPTIONS:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE_OPTIONS}, got {nonfinite!r}")
+        self.nonfinite = nonfinite
+
+    @abstractmethod
+    def _threshold(self) -> torch.Tensor | None:
+        """The current threshold, or None while there is no history to set one."""
+
+    @abstractmethod
+    def _record(self, norm: torch.Tensor) -> None:
+        """Add this step's norm to the history (a non-finite norm must not poison it)."""
+
+    def __call__(self, parameters: Parameters) -> ClipResult:
+        grads = _grads(parameters)
+        norm = _norm_of(grads, self.norm_type)
+        finite = torch.isfinite(norm)
+        if self.nonfinite == "raise" and not bool(finite):
+            raise FloatingPointError(f"non-finite gradient norm {float(norm)}")
+        threshold = self._threshold()
+        if threshold is None:
+            coefficient = torch.ones_like(norm)
+        else:
+            coefficient = torch.clamp(threshold / (norm + 1e-6), max=1.0)
+        # "skip" leaves a non-finite gradient as it is (fit stops on it); "zero" wipes it out
+        if self.nonfinite == "zero":
+            coefficient = torch.where(finite, coefficient, torch.zeros_like(coefficient))
+            for g in grads:
+                g.masked_fill_(~finite.to(g.device), 0.0)
+        if grads:
+            _scale(grads, torch.where(finite, coefficient, torch.ones_like(coefficient)))
+        self._record(norm)
+        return ClipResult(total_norm=norm, coefficient=coefficient)
+
+
+class AutoClip(_HistoryClipper):
+    """AutoClip (Seetharaman et al. 2020): clip to the ``percentile``-th percentile of past norms.
+
+    Only finite norms enter the history. The first step (empty history) is not clipped.
+
+    >>> clipper = AutoClip(percentile=50)
+    >>> p = torch.nn.Parameter(torch.zeros(1))
+    >>> for g in [1.0, 3.0, 100.0]:
+    ...     p.grad = torch.tensor([g]); r = clipper([p])
+    >>> round(p.grad.item(), 3)
+    2.0
+    """
+
+    def __init__(
+        self,
+        percentile: float = 10.0,
+        norm_type: float = 2.0,
+        nonfinite: str = "skip",
+        history_size: int | None = None,
+    ) -> None:
+        super().__init__(norm_type, nonfinite)
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
+            raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+        if history_size is not None and (not isinstance(history_size, int) or history_size < 1):
+            raise ValueError(f"history_size must be None or a positive int, got {history_size!r}")
+        self.percentile = float(percentile)
+        self.history_size = history_size
+        self.history: list[torch.Tensor] = []
+
+    def _threshold(self) -> torch.Tensor | None:
+        if not self.history:
+            return None
+        # non-finite norms are stored as NaN, which nanquantile ignores: no host sync needed
+        threshold = torch.nanquantile(torch.stack(self.history), self.percentile / 100.0)
+        return torch.where(torch.isnan(threshold), torch.full_like(threshold, math.inf), threshold)
+
+    def _record(self, norm: torch.Tensor) -> None:
+        norm = norm.detach()
+        self.history.append(
+            torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.nan))
+        )
+        if self.history_size is not None and len(self.history) > self.history_size:
+            del self.history[0]
+
+    def state_dict(self) -> dict:
+        return {
+            "percentile": self.percentile,
+            "history": [float(n) for n in self.history if math.isfinite(float(n))],
+            "history_size": self.history_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.percentile = float(state["percentile"])
+        self.history_size = state["history_size"]
+        self.history = [torch.tensor(v, dtype=torch.float64) for v in state["history"]]
+
+
+class ZScoreClip(_HistoryClipper):
+    """Clip norms more than ``z`` standard deviations above their running (EMA) mean.
+
+    Threshold ``mean + z * std`` of an exponential moving average (weight ``beta``) of past
+    finite norms; the first ``warmup`` steps only gather statistics.
+
+    >>> clipper = ZScoreClip(z=2.0, warmup=3)
+    >>> p = torch.nn.Parameter(torch.zeros(1))
+    >>> for g in [1.0, 1.1, 0.9, 1.0, 50.0]:
+    ...     p.grad = torch.tensor([g]); r = clipper([p])
+    >>> r.clipped
+    True
+    """
+
+    def __init__(
+        self,
+        z: float = 3.0,
+        beta: float = 0.98,
+        warmup: int = 10,
+        norm_type: float = 2.0,
+        nonfinite: str = "skip",
+    ) -> None:
+        super().__init__(norm_type, nonfinite)
+        self.z = _check_positive("z", z)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < 1:
+            raise ValueError(f"beta must be in (0, 1), got {beta!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup must be a positive int, got {warmup!r}")
+        self.beta, self.warmup = float(beta), warmup
+        self.mean = torch.tensor(0.0, dtype=torch.float64)
+        self.var = torch.tensor(0.0, dtype=torch.float64)
+        self.count = torch.tensor(0, dtype=torch.int64)
+
+    def _threshold(self) -> torch.Tensor | None:
+        # during warm-up the threshold is infinite (no clipping); decided on device, no sync
+        threshold = self.mean + self.z * self.var.sqrt()
+        return torch.where(
+            self.count >= self.warmup, threshold, torch.full_like(threshold, math.inf)
+        )
+
+    def _record(self, norm: torch.Tensor) -> None:
+        finite = torch.isfinite(norm)
+        value = torch.where(finite, norm, self.mean.to(norm.device)).to(self.mean.device)
+        first = self.count == 0
+        delta = value - self.mean
+        mean = torch.where(first, value, self.mean + (1 - self.beta) * delta)
+        var = torch.where(
+            first, torch.zeros_like(self.var), self.beta * (self.var + (1 - self.beta) * delta**2)
+        )
+        self.mean = torch.where(finite.to(mean.device), mean, self.mean)
+        self.var = torch.where(finite.to(var.device), var, self.var)
+        self.count = self.count + finite.to(torch.int64).to(self.count.device)
+
+    def state_dict(self) -> dict:
+        return {
+            "z": self.z,
+            "beta": self.beta,
+            "warmup": self.warmup,
+            "mean": float(self.mean),
+            "var": float(self.var),
+            "count": int(self.count),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.z, self.beta, self.warmup = float(state["z"]), float(state["beta"]), state["warmup"]
+        self.mean = torch.tensor(state["mean"], dtype=torch.float64)
+        self.var = torch.tensor(state["var"], dtype=torch.float64)
+        self.count = torch.tensor(state["count"], dtype=torch.int64)

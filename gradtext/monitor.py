@@ -1,0 +1,1104 @@
+"""See inside a training run: :class:`GradientMonitor` records, layer by layer, what the
+gradients and activations are doing, and :meth:`GradientMonitor.diagnose` says what it saw.
+
+Attach it to any ``torch.nn.Module`` as a context manager, train as usual, then read::
+
+    with GradientMonitor(model, optimizer=opt) as mon:
+        for x, y in batches:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+    mon.grad_norms()     # (recorded steps x layers) NumPy array
+    print(mon.diagnose())
+
+What it records, once per backward pass (every ``every``-th pass):
+
+- **layers**: a layer is a module that owns parameters directly (``nn.Linear``, ``nn.LSTM``,
+  ...), named as in ``model.named_modules()``. A parameter shared by two modules counts in both.
+- **gradient norm** of a layer: the L2 norm of the gradients of all its own parameters
+  together (weight and bias), ``||dL/dW_l||``.
+- **backward-signal norm**: ``||dL/dh_l||``, the gradient of the loss with respect to the
+  layer's output ``h_l`` (summed in squares over every call when a module is used several times
+  in one pass, e.g. unrolled through time). This is the quantity the theory of exploding and
+  vanishing gradients is about; parameter-gradient tools do not show it.
+- **activation statistics**: mean, standard deviation, the fraction of saturated units
+  (tanh: ``|a| > 1 - margin``; sigmoid: within ``margin`` of 0 or 1) and the fraction of dead
+  units (ReLU: units, i.e. entries of the last dimension, that are zero for every example).
+  *Which activation belongs to which layer*: when a parameter-free activation module
+  (``nn.Tanh``, ``nn.ReLU``, ...) runs right after a layer, before the next layer runs, its output
+  counts as that layer's activation (``DeepMLP``'s ``activations.i`` belongs to ``linears.i``);
+  otherwise the layer's own output is used (its pre-activation, or the hidden states of an
+  ``nn.RNN``/``nn.LSTM``). :attr:`GradientMonitor.activation_sources` lists the choice.
+  Saturation and dead fractions are NaN where they do not apply. The statistics are computed
+  at the end of the backward pass from the tensors the forward pass produced.
+- **weight norm** ``||W_l||`` and, when an optimizer is attached, the **update-to-weight
+  ratio** ``||W_l(after step) - W_l(before)|| / ||W_l(before)||`` (a common rule of thumb: about
+  1e-3 is healthy).
+
+Cost: norms are computed with fused ``torch._foreach_norm`` calls per device and dtype group,
+everything stays on the device until an accessor reads it (one host synchronisation per
+recorded pass checks that the statistics are finite), and passes that are not recorded pay for
+one hook on the model's output and a finiteness check of a few gradients. Finding where a
+NaN/Inf came from costs nothing until one appears: the monitor keeps references to the tensors
+of the current recorded pass and only inspects them, module by module, when a statistic comes
+out non-finite. ``benchmarks/monitor_overhead.py`` measures the overhead.
+
+A forward pass run with gradients enabled but never followed by ``backward()`` counts towards
+the next backward pass; run evaluation under ``torch.no_grad()``.
+
+>>> import torch
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+>>> with GradientMonitor(net) as mon:
+...     net(torch.randn(16, 4)).pow(2).mean().backward()
+>>> mon.layer_names
+['0', '2']
+>>> mon.grad_norms().shape
+(1, 2)
+>>> mon.diagnose().kind
+'ok'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Diagnosis", "GradientMonitor", "Thresholds"]
+
+# Statistics of one recorded pass, stored as the rows of a (statistics x layers) tensor.
+_STATS = ("grad", "backward", "weight", "mean", "std", "saturated", "dead")
+_ROW = {name: index for index, name in enumerate(_STATS)}
+
+# Parameter-free modules whose output counts as the activation of the layer before them, and
+# the kind of saturation each one has.
+_ACTIVATION_KINDS: dict[type[nn.Module], str | None] = {
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.ReLU: "relu",
+    nn.ReLU6: "relu",
+    nn.Hardtanh: None,
+    nn.LeakyReLU: None,
+    nn.ELU: None,
+    nn.SELU: None,
+    nn.CELU: None,
+    nn.GELU: None,
+    nn.SiLU: None,
+    nn.Mish: None,
+    nn.Softplus: None,
+    nn.Softsign: None,
+    nn.Tanhshrink: None,
+    nn.Hardsigmoid: None,
+    nn.Hardswish: None,
+    nn.LogSigmoid: None,
+    nn.PReLU: None,
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When :meth:`GradientMonitor.diagnose` calls a run exploding or vanishing.
+
+    Layers are compared in the order they run (input side first). A rule fires at the first
+    recorded step where it holds.
+
+    - ``layer_ratio``: the first layer's gradient norm is more than ``layer_ratio`` times the
+      last layer's (exploding towards the input) or less than ``1 / layer_ratio`` times it
+      (vanishing). Default 1e3: three orders of magnitude across the network.
+    - ``grad_to_weight_high``: some layer's ``||dL/dW|| / ||W||`` exceeds it (exploding, even when
+      every layer is equally huge, which the ratio rule cannot see). Default 10: one step of
+      learning rate 0.1 would change that layer by as much as its whole size.
+    - ``grad_to_weight_low``: every layer's ``||dL/dW|| / ||W||`` is below it (vanishing
+      everywhere). Default 1e-7.
+    - ``grad_norm_high``: some layer's gradient norm exceeds it, whatever its weights.
+      Default 1e4.
+    - ``growth``: the largest layer gradient norm grew to more than ``growth`` times its
+      value at the first recorded step (a run that blows up during training). Default 1e3.
+    - ``update_ratio_high``: some layer's update-to-weight ratio exceeds it (needs an
+      optimizer). Default 0.1 (the rule of thumb for healthy is about 1e-3).
+    - ``saturation_margin``: a tanh unit with ``|a| > 1 - margin`` or a sigmoid unit within
+      ``margin`` of 0 or 1 counts as saturated. Default 0.01.
+
+    >>> Thresholds(layer_ratio=1e2).layer_ratio
+    100.0
+    """
+
+    layer_ratio: float = 1e3
+    grad_to_weight_high: float = 10.0
+    grad_to_weight_low: float = 1e-7
+    grad_norm_high: float = 1e4
+    growth: float = 1e3
+    update_ratio_high: float = 0.1
+    saturation_margin: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("layer_ratio", "grad_to_weight_high", "grad_to_weight_low",
+                     "grad_norm_high", "growth", "update_ratio_high", "saturation_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"thresholds.{name} must be a number, got {type(value).__name__}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"thresholds.{name} must be a positive finite number, got {value}")
+            object.__setattr__(self, name, float(value))
+        if self.layer_ratio <= 1:
+            raise ValueError(f"thresholds.layer_ratio must be > 1, got {self.layer_ratio}")
+        if self.saturation_margin >= 0.5:
+            raise ValueError(
+                f"thresholds.saturation_margin must be < 0.5, got {self.saturation_margin}"
+            )
+
+
+@dataclass
+class Diagnosis:
+    """What :meth:`GradientMonitor.diagnose` concluded.
+
+    ``kind`` is ``"ok"``, ``"exploding"``, ``"vanishing"`` or ``"nonfinite"``; ``layer`` the
+    module it points at (for ``"nonfinite"``: where the NaN/Inf first appeared; ``None`` when
+    it came from outside the model, i.e. the input batch or the loss, or could not be located);
+    ``phase`` where it was seen (``"forward"``, ``"backward"``, ``"input"``, ``"loss"``);
+    ``step`` the backward pass at which it was first seen; ``evidence`` the numbers behind it.
+    ``str()`` says in plain English what was seen and what to try.
+
+    >>> verdict = Diagnosis("vanishing", layer="linears.0", step=0, message="Vanishing ...")
+    >>> bool(verdict), verdict.layer, str(verdict)
+    (True, 'linears.0', 'Vanishing ...')
+    """
+
+    kind: str
+    layer: str | None = None
+    step: int | None = None
+    phase: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __bool__(self) -> bool:
+        """True when something is wrong."""
+        return self.kind != "ok"
+
+
+@dataclass
+class _Call:
+    """One call of one module during a recorded pass.
+
+    The tensors are kept detached: a tensor carrying our backward hook must not be referenced
+    from the pass, or hook -> pass -> tensor would be a reference cycle that keeps every
+    activation alive until the garbage collector runs.
+    """
+
+    name: str
+    inputs: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+
+
+def _same(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether two (detached) tensors are views of the same values."""
+    return x.data_ptr() == y.data_ptr() and x.shape == y.shape and x.stride() == y.stride()
+
+
+def _detached(value: Any) -> list[torch.Tensor]:
+    return [t.detach() for t in _tensors(value)]
+
+
+@dataclass
+class _Pass:
+    """What the hooks collect between a forward pass and the end of its backward pass."""
+
+    index: int
+    recording: bool
+    calls: list[_Call] = field(default_factory=list)
+    grads: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # in arrival order
+    root_outputs: list[torch.Tensor] = field(default_factory=list)
+    queued: bool = False
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside a module's inputs or outputs (tuples, lists, dicts, nested)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _foreach_norms(
+    tensors: list[torch.Tensor], device: torch.device, exact: bool = False
+) -> torch.Tensor:
+    """The L2 norm of each tensor, as one float64 vector on ``device``.
+
+    One fused ``torch._foreach_norm`` call per (device, dtype) group. Computed in each
+    tensor's own dtype (fast), or with ``exact=True`` in float64, where huge finite values
+    (float32 entries of 1e20, say) do not overflow to Inf.
+    """
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64, device=device)
+    dtype = torch.float64 if exact else None
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault((tensor.device, tensor.dtype), []).append(index)
+    if len(groups) == 1:
+        norms = torch._foreach_norm(tensors, 2, dtype=dtype)
+        return torch.stack(norms).to(device, torch.float64)
+    result = torch.empty(len(tensors), dtype=torch.float64, device=device)
+    for indices in groups.values():
+        norms = torch._foreach_norm([tensors[i] for i in indices], 2, dtype=dtype)
+        result[torch.tensor(indices, device=device)] = torch.stack(norms).to(device, torch.float64)
+    return result
+
+
+def _layer_norms(norms: torch.Tensor, owner: torch.Tensor, layers: int) -> torch.Tensor:
+    """Combine per-tensor norms into per-layer norms: sqrt of the sum of squares."""
+    squares = torch.zeros(layers, dtype=torch.float64, device=norms.device)
+    return squares.index_add_(0, owner, norms.square()).sqrt_()
+
+
+def _nonfinite_counts(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+    nan = inf = 0
+    for tensor in tensors:
+        if tensor.is_floating_point() or tensor.is_complex():
+            nan += int(torch.isnan(tensor).sum())
+            inf += int(torch.isinf(tensor).sum())
+    return nan, inf
+
+
+def _describe_nonfinite(nan: int, inf: int) -> str:
+    parts = [f"{count} {what}" for count, what in ((nan, "NaN"), (inf, "Inf")) if count]
+    return " and ".join(parts) if parts else "no non-finite"
+
+
+class GradientMonitor:
+    """Per-layer gradient, backward-signal, activation and update statistics of any model.
+
+    Parameters
+    ----------
+    model: the ``nn.Module`` to watch (any: feed-forward, recurrent, with shared parameters).
+    every: record every ``every``-th backward pass (1: all of them). Passes in between cost
+        one hook call on the model's output and a cheap finiteness check of the gradients.
+    optimizer: optional ``torch.optim.Optimizer``; when given (here or later with
+        :meth:`attach_optimizer`), the update-to-weight ratio of each recorded step is measured
+        around ``optimizer.step()``. This keeps one copy of the layers' parameters.
+    thresholds: a :class:`Thresholds` for :meth:`diagnose` (default ``Thresholds()``).
+
+    Use it as a context manager: hooks exist only inside the ``with`` block; on exit (also
+    after an exception) every hook is removed and the model is left exactly as it was. The
+    recorded statistics stay readable after exit, and entering again continues recording.
+
+    The accessors :meth:`grad_norms`, :meth:`backward_norms`, :meth:`weight_norms`,
+    :meth:`activation_means`, :meth:`activation_stds`, :meth:`saturated_fractions`,
+    :meth:`dead_fractions` and :meth:`update_ratios` each return a NumPy array of shape
+    ``(recorded steps, layers)``, columns in the order of :attr:`layer_names`; :attr:`steps`
+    gives the backward-pass index of each row.
+
+    >>> import torch
+    >>> from gradtext.models import DeepMLP
+    >>> net = DeepMLP(8, 2, width=16, depth=4, activation="tanh")
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> with GradientMonitor(net, every=2, optimizer=opt) as mon:
+    ...     for _ in range(4):
+    ...         opt.zero_grad()
+    ...         net(torch.randn(32, 8)).pow(2).mean().backward()
+    ...         opt.step()
+    >>> mon.steps.tolist(), mon.update_ratios().shape
+    ([0, 2], (2, 4))
+    >>> mon.activation_sources["linears.0"]
+    'activations.0'
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 1,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise TypeError(f"every must be an int, got {type(every).__name__}")
+        if every < 1:
+            raise ValueError(f"every must be >= 1 (record every n-th backward pass), got {every}")
+        if thresholds is None:
+            thresholds = Thresholds()
+        if not isinstance(thresholds, Thresholds):
+            raise TypeError(
+                f"thresholds must be a gradtext.monitor.Thresholds, got {type(thresholds).__name__}"
+            )
+        self.model = model
+        self.every = every
+        self.thresholds = thresholds
+        self.optimizer: torch.optim.Optimizer | None = None
+
+        # Layers: modules owning parameters directly; each parameter listed once.
+        self.layer_names: list[str] = []
+        self._layer_index: dict[str, int] = {}
+        self._params: list[nn.Parameter] = []
+        owners: list[tuple[int, int]] = []  # (parameter index, layer index)
+        param_index: dict[int, int] = {}
+        for name, module in model.named_modules():
+            own = [p for p in module._parameters.values() if p is not None and p.requires_grad]
+            if not own:
+                continue
+            layer = len(self.layer_names)
+            self.layer_names.append(name)
+            self._layer_index[name] = layer
+            for p in own:
+                if id(p) not in param_index:
+                    param_index[id(p)] = len(self._params)
+                    self._params.append(p)
+                owners.append((param_index[id(p)], layer))
+        if not self.layer_names:
+            raise ValueError("model has no trainable parameters, so there is nothing to monitor")
+        self._owner_param = torch.tensor([p for p, _ in owners])
+        self._owner_layer = torch.tensor([layer for _, layer in owners])
+        self._owner_device = torch.device("cpu")
+        self._modules = dict(model.named_modules())
+        self._saturation_kind = {name: self._layer_kind(module)
+                                 for name, module in self._modules.items()}
+        # name of the module whose output is each layer's activation; known after one pass
+        self.activation_sources: dict[str, str] = {}
+        self._order: list[int] | None = None  # layer indices in the order they first ran
+
+        self._rows: list[torch.Tensor] = []  # one (statistics x layers) tensor per step
+        self._updates: dict[int, torch.Tensor] = {}  # row number -> per-layer update ratio
+        self._steps: list[int] = []
+        self._passes = 0  # backward passes completed while attached
+        self._pass: _Pass | None = None
+        self._last: _Pass | None = None  # the last recorded pass (for histograms)
+        self._handles: list[Any] = []
+        self._optimizer_handles: list[Any] = []
+        self._module_handles: list[Any] = []
+        self._nan_cache: torch.Tensor | None = None
+        self._snapshot: list[torch.Tensor] | None = None
+        self._snapshot_row: int | None = None
+        self._nonfinite: Diagnosis | None = None
+        self._unrecorded_bad: torch.Tensor | None = None  # first bad unrecorded pass, or -1
+        self.active = False
+        if optimizer is not None:
+            self.attach_optimizer(optimizer)
+
+    # ------------------------------------------------------------------ attaching
+    def __enter__(self) -> GradientMonitor:
+        if self.active:
+            raise RuntimeError("this GradientMonitor is already active (entered twice)")
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._on_root_start))
+            self._handles.append(self.model.register_forward_hook(self._on_root_end))
+            self.active = True
+            if self.optimizer is not None:
+                self._hook_optimizer()
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        for handle in self._handles + self._optimizer_handles + self._module_handles:
+            handle.remove()
+        self._handles, self._optimizer_handles, self._module_handles = [], [], []
+        self._pass = None
+        self._snapshot = None  # the copy of the parameters, for update ratios
+        self.active = False
+
+    def _hook_modules(self) -> None:
+        """Hooks on every module, installed only for the passes that are recorded, so that the
+        passes in between cost one hook call."""
+        if not self._module_handles:
+            self._module_handles = [
+                module.register_forward_hook(partial(self._on_forward, name))
+                for name, module in self._modules.items() if module is not self.model
+            ]
+
+    def _unhook_modules(self) -> None:
+        for handle in self._module_handles:
+            handle.remove()
+        self._module_handles = []
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Measure update-to-weight ratios around ``optimizer.step()`` (replaces any previous
+        optimizer). :func:`gradtext.fit` calls this with its optimizer."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if optimizer is self.optimizer:
+            return
+        for handle in self._optimizer_handles:
+            handle.remove()
+        self._optimizer_handles = []
+        self.optimizer = optimizer
+        if self.active:
+            self._hook_optimizer()
+
+    def _hook_optimizer(self) -> None:
+        assert self.optimizer is not None
+        self._optimizer_handles = [
+            self.optimizer.register_step_pre_hook(self._before_step),
+            self.optimizer.register_step_post_hook(self._after_step),
+        ]
+
+    # ------------------------------------------------------------------ hooks
+    @staticmethod
+    def _layer_kind(module: nn.Module) -> str | None:
+        if type(module) in _ACTIVATION_KINDS:
+            return _ACTIVATION_KINDS[type(module)]
+        if isinstance(module, nn.RNN):
+            return "tanh" if module.nonlinearity == "tanh" else "relu"
+        return None
+
+    def _on_root_start(self, module: nn.Module, inputs: Any) -> None:
+        if self._pass is None and torch.is_grad_enabled():
+            recording = self._passes % self.every == 0
+            self._pass = _Pass(index=self._passes, recording=recording)
+            if recording:
+                self._hook_modules()
+
+    def _on_root_end(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self._on_forward("", module, inputs, output)
+
+    def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        current = self._pass
+        if current is None or not torch.is_grad_enabled():
+            return
+        is_root = module is self.model
+        if not current.recording:
+            if is_root:
+                for tensor in _tensors(output):
+                    if tensor.requires_grad:
+                        tensor.register_hook(partial(self._on_grad, current, -1))
+                current.root_outputs = _detached(output)
+            return
+        outputs = [output] if type(output) is torch.Tensor else list(_tensors(output))
+        call = len(current.calls)
+        layer = self._layer_index.get(name)
+        if layer is not None or is_root:  # the backward signals we record, and the loss's
+            for tensor in outputs:
+                if tensor.requires_grad:
+                    tensor.register_hook(partial(self._on_grad, current, call))
+        outputs = [t.detach() for t in outputs]
+        current.calls.append(_Call(name, _detached(inputs), outputs))
+        if is_root:
+            current.root_outputs = outputs
+
+    def _nan(self, device: torch.device) -> torch.Tensor:
+        if self._nan_cache is None or self._nan_cache.device != device:
+            self._nan_cache = torch.full((), math.nan, dtype=torch.float64, device=device)
+        return self._nan_cache
+
+    def _on_grad(self, current: _Pass, call: int, grad: torch.Tensor) -> None:
+        if current.recording or call < 0:
+            current.grads.append((call, grad))
+        if not current.queued:
+            current.queued = True
+            engine = torch.autograd.Variable._execution_engine
+            engine.queue_callback(partial(self._end_of_backward, current))
+
+    def _end_of_backward(self, current: _Pass) -> None:
+        if self._pass is current:
+            self._pass = None
+            if self.every > 1:  # recording every pass: the module hooks stay
+                self._unhook_modules()
+        self._passes += 1
+        if current.recording:
+            self._record(current)
+        else:
+            self._check_unrecorded(current)
+
+    # ------------------------------------------------------------------ recording
+    def _device(self) -> torch.device:
+        return self._params[0].device
+
+    def _record(self, current: _Pass) -> None:
+        device = self._device()
+        if self._order is None:
+            self._learn_structure(current)
+        grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self._params]
+        norms = self._norms(current, grads, device, exact=False)
+        activation, forward_check = self._activation_statistics(current, device, exact=False)
+        if self._nonfinite is None:
+            outputs = [t.sum() for t in current.root_outputs if t.is_floating_point()]
+            outputs_sum = torch.stack(outputs).sum().to(device) if outputs else 0
+            # one host synchronisation per recorded pass; the search runs only on failure
+            if not bool(torch.isfinite(norms.sum() + forward_check + outputs_sum)):
+                # float32 norms overflow at about 1e19: recompute in float64, then look closer
+                norms = self._norms(current, grads, device, exact=True)
+                activation, _ = self._activation_statistics(current, device, exact=True)
+                if not self._all_finite(current, grads):
+                    self._nonfinite = self._locate(current, grads)
+        self._rows.append(torch.cat([norms, activation]))
+        self._steps.append(current.index)
+        self._last = current
+
+    @staticmethod
+    def _all_finite(current: _Pass, grads: list[torch.Tensor]) -> bool:
+        """Element by element: is every tensor of the pass finite? (Only run on suspicion.)"""
+        tensors = [t for call in current.calls for t in call.inputs + call.outputs]
+        tensors += [g for _, g in current.grads] + grads + current.root_outputs
+        return all(bool(torch.isfinite(t).all()) for t in tensors
+                   if t.is_floating_point() or t.is_complex())
+
+    def _owners(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which parameter belongs to which layer, as index tensors on ``device`` (cached)."""
+        if self._owner_device != device:
+            self._owner_device = device
+            self._owner_param = self._owner_param.to(device)
+            self._owner_layer = self._owner_layer.to(device)
+        return self._owner_param, self._owner_layer
+
+    def _norms(
+        self, current: _Pass, grads: list[torch.Tensor], device: torch.device, exact: bool
+    ) -> torch.Tensor:
+        """(3 x layers): gradient, backward-signal and weight norms of one pass."""
+        layers = len(self.layer_names)
+        owner_param, owner_layer = self._owners(device)
+        count = len(grads)  # gradients and weights in one fused call
+        both = _foreach_norms(grads + [p.detach() for p in self._params], device, exact)
+        grad, weight = both[:count][owner_param], both[count:][owner_param]
+        signals = [(self._layer_index.get(current.calls[c].name), g) for c, g in current.grads]
+        signals = [(layer, g) for layer, g in signals if layer is not None]
+        backward = _layer_norms(
+            _foreach_norms([g for _, g in signals], device, exact),
+            torch.tensor([layer for layer, _ in signals], dtype=torch.long, device=device),
+            layers,
+        )
+        return torch.stack([_layer_norms(grad, owner_layer, layers), backward,
+                            _layer_norms(weight, owner_layer, layers)])
+
+    def _activations(self, current: _Pass) -> list[tuple[int, str, torch.Tensor]]:
+        """``(layer, module name, tensor)`` for every layer call of the pass: the output of the
+        activation module that ran right after it, else the layer's own output."""
+        found: list[tuple[int, str, torch.Tensor]] = []
+        pending: tuple[int, str, torch.Tensor] | None = None  # a layer call awaiting activation
+        for call in current.calls:
+            floats = [t for t in call.outputs if t.is_floating_point()]
+            layer = self._layer_index.get(call.name)
+            if layer is not None:
+                if pending is not None:
+                    found.append(pending)
+                pending = (layer, call.name, floats[0]) if floats else None
+            elif pending is not None and floats and type(self._modules[call.name]) in \
+                    _ACTIVATION_KINDS:
+                found.append((pending[0], call.name, floats[0]))
+                pending = None
+        if pending is not None:
+            found.append(pending)
+        return found
+
+    def _activation_statistics(
+        self, current: _Pass, device: torch.device, exact: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(4 x layers): mean, std, saturated and dead fractions of each layer's activation,
+        pooled over the layer's calls; and a sum that is non-finite when an activation was."""
+        layers = len(self.layer_names)
+        found = self._activations(current)
+        if not found:
+            empty = torch.full((4, layers), math.nan, dtype=torch.float64, device=device)
+            return empty, torch.zeros((), dtype=torch.float64, device=device)
+        margin = self.thresholds.saturation_margin
+        nan = self._nan(device)
+        sums, saturated, dead = [], [], []
+        for _, name, a in found:
+            kind = self._saturation_kind.get(name)
+            sums.append(a.sum())
+            if kind == "tanh":
+                saturated.append(a.abs().gt_(1 - margin).sum())
+            elif kind == "sigmoid":
+                saturated.append(a.sub(0.5).abs_().gt_(0.5 - margin).sum())
+            else:
+                saturated.append(nan)
+            if kind == "relu" and a.dim() > 0 and a.numel() > 0:
+                units = a.shape[-1]
+                dead.append(a.reshape(-1, units).amax(0).le(0).sum() * (a.numel() // units))
+            else:
+                dead.append(nan)
+        tensors = [a for _, _, a in found]
+        norms = _foreach_norms(tensors, device, exact)
+        per_call = torch.stack([
+            torch.stack(sums).to(device, torch.float64), norms.square(),
+            torch.stack(saturated).to(device, torch.float64),
+            torch.stack(dead).to(device, torch.float64),
+        ], dim=1)
+        owner = torch.tensor([layer for layer, _, _ in found], device=device)
+        counts = torch.tensor([a.numel() for a in tensors], dtype=torch.float64, device=device)
+        totals = torch.zeros(layers, 4, dtype=torch.float64, device=device).index_add_(
+            0, owner, per_call)
+        n = torch.zeros(layers, dtype=torch.float64, device=device).index_add_(0, owner, counts)
+        averaged = totals / n[:, None]  # NaN for layers without statistics
+        std = (averaged[:, 1] - averaged[:, 0].square()).clamp_min(0).sqrt()
+        check = per_call[:, 0].sum() + norms.sum()
+        return torch.stack([averaged[:, 0], std, averaged[:, 2], averaged[:, 3]]), check
+
+    def _learn_structure(self, current: _Pass) -> None:
+        """From the first recorded pass: the order layers run in, and each layer's activation."""
+        order: list[int] = []
+        for call in current.calls:
+            layer = self._layer_index.get(call.name)
+            if layer is not None and layer not in order:
+                order.append(layer)
+        order += [i for i in range(len(self.layer_names)) if i not in order]
+        self._order = order
+        for layer, name, _ in self._activations(current):
+            self.activation_sources.setdefault(self.layer_names[layer], name)
+
+    def _check_unrecorded(self, current: _Pass) -> None:
+        """A pass that is not recorded: remember, on the device, whether it went non-finite.
+
+        Cheap on purpose: it checks the gradient arriving at the model's output and the
+        parameter gradients of the layer that runs first, which every NaN/Inf made in the
+        forward or backward pass of a chain of layers reaches.
+        """
+        device = self._device()
+        module = self._modules[self.layer_names[self._order[0] if self._order else 0]]
+        tensors = [p.grad for p in module._parameters.values()
+                   if p is not None and p.grad is not None]
+        tensors += [t for t in current.root_outputs if t.is_floating_point()]
+        tensors += [g for _, g in current.grads]
+        if not tensors:
+            return
+        # a float64 sum is non-finite exactly when an entry is (and is much faster than isfinite)
+        total = torch.stack([t.sum(dtype=torch.float64) for t in tensors]).sum()
+        bad = ~torch.isfinite(total).to(device)
+        if self._unrecorded_bad is None:
+            self._unrecorded_bad = torch.full((), -1, dtype=torch.long, device=device)
+        first = self._unrecorded_bad
+        self._unrecorded_bad = torch.where((first < 0) & bad, current.index, first)
+
+    # ------------------------------------------------------------------ optimizer hooks
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._steps or self._steps[-1] != self._passes - 1 or self._pass is not None:
+            return  # the last backward pass was not recorded
+        row = len(self._steps) - 1
+        if row in self._updates:
+            return
+        params = [p.detach() for p in self._params]
+        if self._snapshot is None or any(
+            s.shape != p.shape or s.device != p.device or s.dtype != p.dtype
+            for s, p in zip(self._snapshot, params, strict=True)
+        ):
+            self._snapshot = [torch.empty_like(p) for p in params]
+        torch._foreach_copy_(self._snapshot, params)
+        self._snapshot_row = row
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        row = self._snapshot_row
+        if row is None or self._snapshot is None:
+            return
+        self._snapshot_row = None
+        device = self._device()
+        torch._foreach_sub_(self._snapshot, [p.detach() for p in self._params])
+        owner_param, owner_layer = self._owners(device)
+        change = _layer_norms(_foreach_norms(self._snapshot, device)[owner_param],
+                              owner_layer, len(self.layer_names))
+        self._updates[row] = change / self._rows[row][_ROW["weight"]]
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def steps(self) -> np.ndarray:
+        """The backward-pass index (0, 1, ...) of each recorded row."""
+        return np.asarray(self._steps, dtype=int)
+
+    def _stat(self, name: str) -> np.ndarray:
+        if not self._rows:
+            return np.zeros((0, len(self.layer_names)))
+        return torch.stack([row[_ROW[name]] for row in self._rows]).cpu().numpy()
+
+    def grad_norms(self) -> np.ndarray:
+        """``||dL/dW_l||`` per recorded step and layer (all of the layer's parameters)."""
+        return self._stat("grad")
+
+    def backward_norms(self) -> np.ndarray:
+        """``||dL/dh_l||``, the backward signal at each layer's output, per step and layer."""
+        return self._stat("backward")
+
+    def weight_norms(self) -> np.ndarray:
+        """``||W_l||`` at each recorded step (before its update), per layer."""
+        return self._stat("weight")
+
+    def activation_means(self) -> np.ndarray:
+        """Mean of each layer's activation (see :attr:`activation_sources`)."""
+        return self._stat("mean")
+
+    def activation_stds(self) -> np.ndarray:
+        """Standard deviation of each layer's activation."""
+        return self._stat("std")
+
+    def saturated_fractions(self) -> np.ndarray:
+        """Fraction of saturated tanh/sigmoid units per layer (NaN for other activations)."""
+        return self._stat("saturated")
+
+    def dead_fractions(self) -> np.ndarray:
+        """Fraction of ReLU units that were zero for the whole batch (NaN for others)."""
+        return self._stat("dead")
+
+    def update_ratios(self) -> np.ndarray:
+        """``||W_after - W_before|| / ||W_before||`` per step and layer; NaN where no optimizer
+        step followed the recorded backward pass."""
+        layers = len(self.layer_names)
+        result = np.full((len(self._rows), layers), np.nan)
+        if self._updates:
+            rows = sorted(self._updates)
+            result[rows] = torch.stack([self._updates[r] for r in rows]).cpu().numpy()
+        return result
+
+    def last_activations(self) -> dict[str, np.ndarray]:
+        """The activation values of the last recorded pass, flattened, by layer name (for
+        histograms in the manner of Glorot & Bengio)."""
+        if self._last is None:
+            return {}
+        result: dict[str, list[np.ndarray]] = {}
+        for layer, _, tensor in self._activations(self._last):
+            result.setdefault(self.layer_names[layer], []).append(tensor.cpu().numpy().ravel())
+        return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
+
+    def last_backward_signals(self) -> dict[str, np.ndarray]:
+        """The gradients ``dL/dh_l`` at each layer's output in the last recorded pass,
+        flattened, by layer name."""
+        if self._last is None:
+            return {}
+        result: dict[str, list[np.ndarray]] = {}
+        for call, grad in self._last.grads:
+            name = self._last.calls[call].name
+            if name in self._layer_index:
+                result.setdefault(name, []).append(grad.detach().cpu().numpy().ravel())
+        return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
+
+    # ------------------------------------------------------------------ NaN/Inf origin
+    def _locate(self, current: _Pass, grads: list[torch.Tensor]) -> Diagnosis:
+        """Find the module where a non-finite value first appeared in this pass."""
+        def finite(tensors: Iterable[torch.Tensor]) -> bool:
+            return all(bool(torch.isfinite(t).all()) for t in tensors
+                       if t.is_floating_point() or t.is_complex())
+
+        step = current.index
+        model_inputs = [t for call in current.calls if call.name == "" for t in call.inputs]
+        if not finite(model_inputs):
+            return self._nonfinite_diagnosis(None, step, "input", model_inputs)
+        # Forward: modules finish innermost first, so the first call with finite inputs and a
+        # non-finite output is where it was made; later modules only passed it on.
+        for call in current.calls:
+            if finite(call.inputs) and not finite(call.outputs):
+                return self._nonfinite_diagnosis(call.name, step, "forward", call.outputs)
+        # Backward: gradients arrive output side first. The first non-finite gradient at a
+        # module's output was made by the backward of the module that consumed that output.
+        calls = current.calls
+        finite_grad: dict[int, bool] = {}
+        first_bad: tuple[int, int] | None = None
+        for position, (call, grad) in enumerate(current.grads):
+            ok = bool(torch.isfinite(grad).all())
+            finite_grad[call] = finite_grad.get(call, True) and ok
+            if not ok and first_bad is None:
+                first_bad = (position, call)
+        # a layer whose parameter gradient is non-finite while its output gradient was finite
+        arrival: dict[int, int] = {}
+        for position, (call, _) in enumerate(current.grads):
+            arrival.setdefault(call, position)
+        bad_params = {self.layer_names[layer] for layer in range(len(self.layer_names))
+                      if not finite(grads[int(p)] for p, owner in
+                                    zip(self._owner_param, self._owner_layer, strict=True)
+                                    if int(owner) == layer)}
+        candidates: list[tuple[float, str, list[torch.Tensor]]] = []
+        for index, call in enumerate(calls):
+            if call.name in bad_params and finite_grad.get(index, True) and index in arrival:
+                module = self._modules[call.name]
+                candidates.append((arrival[index] + 0.5, call.name,
+                                   [p.grad for p in module._parameters.values()
+                                    if p is not None and p.grad is not None]))
+        if first_bad is not None:
+            position, bad_call = first_bad
+            bad_grads = [g for c, g in current.grads if c == bad_call]
+            from_loss = any(_same(x, y) for x in calls[bad_call].outputs
+                            for y in current.root_outputs)
+            if from_loss and not any(candidate[0] < position for candidate in candidates):
+                return self._nonfinite_diagnosis(None, step, "loss", bad_grads)
+            made_by = self._consumer(current, bad_call, finite_grad)
+            candidates.append((position, made_by, bad_grads))
+        if candidates:
+            _, name, evidence = min(candidates, key=lambda c: c[0])
+            return self._nonfinite_diagnosis(name, step, "backward", evidence)
+        return self._nonfinite_diagnosis(None, step, "unknown", [])
+
+    def _consumer(self, current: _Pass, producer: int, finite_grad: dict[int, bool]) -> str:
+        """The module whose backward turned the gradient at ``producer``'s output bad: one that
+        took that output as input and itself got a finite gradient; else the module whose
+        forward contains the producer (the bad operation is a plain function call there)."""
+        produced = current.calls[producer].outputs
+        consumers = [
+            index for index, call in enumerate(current.calls)
+            if index != producer and finite_grad.get(index, True)
+            and any(_same(x, y) for x in call.inputs for y in produced)
+        ]
+        if consumers:
+            return min((current.calls[i].name for i in consumers), key=lambda n: -n.count("."))
+        name = current.calls[producer].name
+        called = {call.name for call in current.calls}
+        while name:
+            name = name.rpartition(".")[0]
+            if name in called:
+                return name
+        return ""
+
+    def _nonfinite_diagnosis(
+        self, name: str | None, step: int, phase: str, tensors: list[torch.Tensor]
+    ) -> Diagnosis:
+        nan, inf = _nonfinite_counts(tensors)
+        found = _describe_nonfinite(nan, inf)
+        evidence: dict[str, Any] = {"nan": nan, "inf": inf}
+        if phase == "input":
+            message = (
+                f"Non-finite values at step {step}: the batch fed to the model already held "
+                f"{found} values, before any layer ran. Try: check the data pipeline (missing "
+                "values, division by a zero standard deviation when normalising, corrupt files); "
+                "torch.isfinite(batch).all() in the loader finds the bad examples."
+            )
+            return Diagnosis("nonfinite", None, step, phase, evidence, message)
+        if phase == "loss":
+            message = (
+                f"Non-finite gradients at step {step}: the gradient arriving at the model's output "
+                f"from the loss already held {found} values, so the fault is in the loss "
+                "computation, outside the model (e.g. the log of a probability that underflowed "
+                "to 0). Try: compute log-probabilities with F.log_softmax or use "
+                "F.cross_entropy on logits, add an epsilon inside logs and divisions, lower the "
+                "learning rate."
+            )
+            return Diagnosis("nonfinite", None, step, phase, evidence, message)
+        if phase == "unknown" or name is None:
+            message = (
+                f"Non-finite values at step {step}, but every recorded tensor was finite: an "
+                "operation outside the hooked modules produced them. Try: "
+                "torch.autograd.detect_anomaly() for one step to find the operation."
+            )
+            return Diagnosis("nonfinite", None, step, phase, evidence, message)
+        module = self._modules[name]
+        label = f"'{name}'" if name else "the model itself (its own forward code)"
+        kind = type(module).__name__
+        own = [p for p in module._parameters.values() if p is not None]
+        weights_bad = any(not bool(torch.isfinite(p).all()) for p in own)
+        evidence["weights_nonfinite"] = weights_bad
+        if phase == "forward":
+            seen = (f"the forward pass of {label} ({kind}) turned finite inputs into an output "
+                    f"with {found} values")
+            if weights_bad:
+                seen += "; its own parameters were already non-finite (an earlier bad update)"
+                advice = ("stop training at the first non-finite loss (gradtext.fit does), lower "
+                          "the learning rate or clip the gradient norm")
+            else:
+                advice = ("look for overflow (exp, large activations) or an unsafe operation "
+                          "in that module (log of 0, division by 0, sqrt of a negative); use "
+                          "numerically stable forms such as F.log_softmax, add an epsilon, lower "
+                          "the learning rate or clip gradients")
+        else:
+            seen = (f"the backward pass of {label} ({kind}) turned a finite gradient into one "
+                    f"with {found} values")
+            advice = ("look for an operation whose derivative is infinite where it is used "
+                      "(sqrt or log at 0, x/y with y = 0, a custom backward); add an epsilon or "
+                      "use a stable form, lower the learning rate or clip gradients")
+        message = (
+            f"Non-finite values first appeared at step {step}: {seen}. The modules that got the "
+            f"NaN/Inf from it later in the same pass only passed it on. Try: {advice}."
+        )
+        return Diagnosis("nonfinite", name, step, phase, evidence, message)
+
+    # ------------------------------------------------------------------ diagnosis
+    def diagnose(self, thresholds: Thresholds | None = None) -> Diagnosis:
+        """Exploding, vanishing, non-finite or ok: what the recorded statistics show.
+
+        Non-finite values win (reported with the module where they first appeared). Otherwise
+        the recorded steps are checked in order, and the first step where a rule of
+        :class:`Thresholds` fires is reported: the change of gradient scale from the last
+        layer to the first, the absolute scale of each layer's gradient and its size relative
+        to the layer's weights, growth during training, and update-to-weight ratios.
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(3)])
+        >>> with GradientMonitor(net) as mon:
+        ...     net(torch.randn(4, 8)).sum().backward()
+        >>> mon.diagnose().kind
+        'ok'
+        """
+        t = self.thresholds if thresholds is None else thresholds
+        if not isinstance(t, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(t).__name__}")
+        unrecorded = -1 if self._unrecorded_bad is None else int(self._unrecorded_bad)
+        if unrecorded >= 0 and (self._nonfinite is None or unrecorded < self._nonfinite.step):
+            return Diagnosis(
+                "nonfinite", None, unrecorded, "unknown", {},
+                f"Non-finite gradients appeared at step {unrecorded}, a step the monitor did not "
+                f"record (every={self.every}), so it cannot say where they came from. Try: "
+                "run again with every=1 to locate the module where they first appear.",
+            )
+        if self._nonfinite is not None:
+            return self._nonfinite
+        if not self._rows:
+            return Diagnosis("ok", None, None, None, {},
+                             "Nothing recorded yet: run a forward and backward pass first.")
+        order = self._order or list(range(len(self.layer_names)))
+        names = [self.layer_names[i] for i in order]
+        grad = self.grad_norms()[:, order]
+        weight = self.weight_norms()[:, order]
+        updates = self.update_ratios()[:, order]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(weight > 0, grad / weight, np.nan)
+        start = grad[0].max()
+        for row, step in enumerate(self._steps):
+            g, rel, upd = grad[row], relative[row], updates[row]
+            found = self._judge(t, names, step, g, rel, upd, start)
+            if found is not None:
+                return found
+        first_last = self._first_to_last(grad[-1])
+        largest_relative = float(np.nanmax(relative)) if np.isfinite(relative).any() else math.nan
+        evidence = {"first_to_last": first_last, "max_grad_to_weight": largest_relative,
+                    "max_grad_norm": float(grad.max())}
+        message = (
+            f"No sign of exploding or vanishing gradients in {len(self._steps)} recorded "
+            f"step(s): at the last one the first layer's gradient is {first_last:.3g} times the "
+            f"last layer's (limit {t.layer_ratio:.3g} either way); the largest gradient-to-weight "
+            f"ratio seen was {evidence['max_grad_to_weight']:.3g} (limits "
+            f"{t.grad_to_weight_low:.3g} to {t.grad_to_weight_high:.3g}) and the largest layer "
+            f"gradient norm "
+            f"{evidence['max_grad_norm']:.3g} (limit {t.grad_norm_high:.3g})."
+        )
+        return Diagnosis("ok", None, None, None, evidence, message)
+
+    @staticmethod
+    def _first_to_last(g: np.ndarray) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(g[0] / g[-1]) if g[-1] > 0 else (math.inf if g[0] > 0 else 1.0)
+
+    def _judge(
+        self, t: Thresholds, names: list[str], step: int, g: np.ndarray, rel: np.ndarray,
+        upd: np.ndarray, start: float,
+    ) -> Diagnosis | None:
+        explode_advice = ("lower the learning rate, clip the gradient norm (gradtext.fit(..., "
+                          "clip=1.0)), check the initial weight scale (Xavier/He), normalise the "
+                          "inputs or add normalisation layers")
+        vanish_advice = ("use ReLU-family activations instead of sigmoid/tanh, Xavier/He "
+                         "initialisation, residual connections or normalisation layers, an "
+                         "adaptive optimizer such as Adam; for recurrent nets LSTM or GRU cells")
+
+        def verdict(kind: str, layer: str, seen: str, evidence: dict[str, Any]) -> Diagnosis:
+            advice = explode_advice if kind == "exploding" else vanish_advice
+            message = f"{kind.capitalize()} gradients at step {step}: {seen}. Try: {advice}."
+            return Diagnosis(kind, layer, step, None, evidence, message)
+
+        ratio = self._first_to_last(g)
+        if len(g) > 1 and ratio > t.layer_ratio:
+            return verdict("exploding", names[0],
+                           f"the first layer '{names[0]}' has a gradient norm {ratio:.3g} times "
+                           f"the last layer's '{names[-1]}' (limit {t.layer_ratio:.3g})",
+                           {"first_to_last": ratio})
+        if len(g) > 1 and ratio < 1 / t.layer_ratio:
+            return verdict("vanishing", names[0],
+                           f"the first layer '{names[0]}' has a gradient norm {ratio:.3g} times "
+                           f"the last layer's '{names[-1]}' (limit {1 / t.layer_ratio:.3g}); the "
+                           "layers near the input barely learn", {"first_to_last": ratio})
+        worst = int(np.nanargmax(np.where(np.isnan(rel), -np.inf, rel)))
+        if rel[worst] > t.grad_to_weight_high:
+            return verdict("exploding", names[worst],
+                           f"layer '{names[worst]}' has a gradient {rel[worst]:.3g} times as large "
+                           f"as its weights (limit {t.grad_to_weight_high:.3g})",
+                           {"grad_to_weight": float(rel[worst])})
+        largest = int(np.argmax(g))
+        if g[largest] > t.grad_norm_high:
+            return verdict("exploding", names[largest],
+                           f"layer '{names[largest]}' has a gradient norm of {g[largest]:.3g} "
+                           f"(limit {t.grad_norm_high:.3g})", {"grad_norm": float(g[largest])})
+        if start > 0 and g[largest] > t.growth * start:
+            return verdict("exploding", names[largest],
+                           f"the largest layer gradient norm grew {g[largest] / start:.3g}-fold "
+                           f"since the first recorded step (limit {t.growth:.3g})",
+                           {"growth": float(g[largest] / start)})
+        if np.isfinite(upd).any():
+            top = int(np.nanargmax(upd))
+            if upd[top] > t.update_ratio_high:
+                return verdict("exploding", names[top],
+                               f"one optimizer step changed layer '{names[top]}' by "
+                               f"{upd[top]:.3g} of its size (limit {t.update_ratio_high:.3g}; "
+                               "about 1e-3 is healthy)", {"update_ratio": float(upd[top])})
+        if np.isfinite(rel).any() and np.nanmax(rel) < t.grad_to_weight_low:
+            return verdict("vanishing", names[worst],
+                           f"every layer's gradient is below {t.grad_to_weight_low:.3g} of its "
+                           f"weights (largest {rel[worst]:.3g})",
+                           {"grad_to_weight": float(rel[worst])})
+        return None
+
+    # ------------------------------------------------------------------ TensorBoard
+    def write_tensorboard(self, log_dir: Any, *, prefix: str = "") -> str:
+        """Write every recorded statistic to TensorBoard event files; return the log directory.
+
+        ``log_dir`` is a directory (created if missing) or an open
+        ``torch.utils.tensorboard.SummaryWriter``. Tags are ``<prefix>grad_norm/<layer>``,
+        ``backward_norm/...``, ``weight_norm/...``, ``update_ratio/...``,
+        ``activation_mean/...``, ``activation_std/...``, ``saturated/...``, ``dead/...``, at
+        ``global_step`` = the backward-pass index. Open them with
+        ``tensorboard --logdir <log_dir>``. Needs the optional ``tensorboard`` package.
+
+        >>> import tempfile, torch
+        >>> net = torch.nn.Linear(2, 1)
+        >>> with GradientMonitor(net) as mon:
+        ...     net(torch.ones(3, 2)).sum().backward()
+        >>> folder = mon.write_tensorboard(tempfile.mkdtemp())
+        """
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError(
+                "write_tensorboard needs the optional 'tensorboard' package: "
+                "pip install tensorboard (or pip install 'gradtext[tensorboard]')"
+            ) from error
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        if isinstance(log_dir, SummaryWriter):
+            writer, close = log_dir, False
+        elif isinstance(log_dir, (str, bytes)) or hasattr(log_dir, "__fspath__"):
+            writer, close = SummaryWriter(log_dir=str(log_dir)), True
+        else:
+            raise TypeError(
+                f"log_dir must be a path or a SummaryWriter, got {type(log_dir).__name__}"
+            )
+        series = {
+            "grad_norm": self.grad_norms(), "backward_norm": self.backward_norms(),
+            "weight_norm": self.weight_norms(), "update_ratio": self.update_ratios(),
+            "activation_mean": self.activation_means(), "activation_std": self.activation_stds(),
+            "saturated": self.saturated_fractions(), "dead": self.dead_fractions(),
+        }
+        for tag, values in series.items():
+            for column, layer in enumerate(self.layer_names):
+                column_values = values[:, column]
+                if np.isnan(column_values).all():
+                    continue
+                for step, value in zip(self._steps, column_values, strict=True):
+                    writer.add_scalar(f"{prefix}{tag}/{layer or 'model'}", float(value), step)
+        writer.flush()
+        directory = writer.log_dir
+        if close:
+            writer.close()
+        return directory
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return (f"GradientMonitor({type(self.model).__name__}, layers={len(self.layer_names)}, "
+                f"every={self.every}, recorded={len(self._steps)}, {state})")
+
+    def with_thresholds(self, **changes: float) -> Thresholds:
+        """A copy of this monitor's thresholds with some values changed, for :meth:`diagnose`.
+
+        >>> import torch
+        >>> GradientMonitor(torch.nn.Linear(2, 2)).with_thresholds(layer_ratio=10).layer_ratio
+        10.0
+        """
+        return replace(self.thresholds, **changes)

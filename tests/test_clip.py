@@ -1,0 +1,268 @@
+"""Tests for gradtext.clip: agreement with PyTorch, properties, overflow, state, bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradtext.clip import (
+    AdaptiveGradientClipping,
+    AutoClip,
+    ZScoreClip,
+    clip_by_norm,
+    clip_by_value,
+    clip_per_parameter,
+    total_norm,
+)
+
+
+def _params(seed: int, scale: float = 1.0, dtype=torch.float64) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(4, 3), (3,), (2, 4, 2), (1,)]
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=dtype))
+        p.grad = scale * torch.randn(shape, generator=gen, dtype=dtype)
+        params.append(p)
+    return params
+
+
+def _copy(params):
+    out = []
+    for p in params:
+        q = torch.nn.Parameter(p.detach().clone())
+        q.grad = p.grad.clone()
+        out.append(q)
+    return out
+
+
+def _flat(params) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in params])
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("max_norm", [0.1, 1.0, 100.0])
+def test_clip_by_norm_matches_pytorch(norm_type, max_norm):
+    ours, theirs = _params(0), _params(0)
+    result = clip_by_norm(ours, max_norm, norm_type=norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type=norm_type)
+    torch.testing.assert_close(result.total_norm, expected.to(torch.float64))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert result.clipped == (float(expected) > max_norm)
+
+
+@pytest.mark.parametrize("clip_value", [0.01, 0.5, 10.0])
+def test_clip_by_value_matches_pytorch(clip_value):
+    ours, theirs = _params(1), _params(1)
+    clip_by_value(ours, clip_value)
+    torch.nn.utils.clip_grad_value_(theirs, clip_value)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_module_is_accepted():
+    model = torch.nn.Linear(3, 2).double()
+    model(torch.randn(5, 3, dtype=torch.float64)).pow(2).sum().backward()
+    expected = torch.linalg.vector_norm(_flat(list(model.parameters())))
+    result = clip_by_norm(model, 1e-3)
+    torch.testing.assert_close(result.total_norm, expected)
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(_flat(list(model.parameters()))),
+        torch.tensor(1e-3, dtype=torch.float64),
+        rtol=1e-3,
+        atol=0,
+    )
+
+
+def test_overflow_float32_gives_finite_norm_and_correct_clip():
+    p = torch.nn.Parameter(torch.zeros(1000))
+    p.grad = torch.full((1000,), 1e20, dtype=torch.float32)
+    result = clip_by_norm([p], 1.0)
+    assert math.isfinite(float(result.total_norm))
+    assert float(result.total_norm) == pytest.approx(1e20 * math.sqrt(1000), rel=1e-5)
+    assert torch.isfinite(p.grad).all()
+    assert float(torch.linalg.vector_norm(p.grad.double())) == pytest.approx(1.0, rel=1e-4)
+    torch.testing.assert_close(p.grad, torch.full_like(p.grad, 1 / math.sqrt(1000)))
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(1e-3, 1e3),
+    max_norm=st.floats(1e-2, 1e2),
+    norm_type=st.sampled_from([1.0, 2.0, 3.0, math.inf]),
+)
+def test_norm_clipping_properties(seed, scale, max_norm, norm_type):
+    params = _params(seed, scale)
+    before = _flat(params).clone()
+    result = clip_by_norm(params, max_norm, norm_type=norm_type)
+    after = _flat(params)
+    norm_after = float(torch.linalg.vector_norm(after, norm_type))
+    assert norm_after <= max_norm * (1 + 1e-6)
+    cosine = torch.nn.functional.cosine_similarity(before, after, dim=0)
+    assert float(cosine) == pytest.approx(1.0, abs=1e-9)
+    if float(result.total_norm) + 1e-6 <= max_norm:
+        assert torch.equal(before, after)
+
+
+@settings(deadline=None, max_examples=40)
+@given(seed=st.integers(0, 10_000), scale=st.floats(1e-2, 1e3), clipping=st.floats(1e-3, 1.0))
+def test_agc_unitwise_bound(seed, scale, clipping):
+    params = _params(seed, scale)
+    weights = [p.detach().clone() for p in params]
+    AdaptiveGradientClipping(clipping=clipping, eps=1e-3)(params)
+    for w, p in zip(weights, params, strict=True):
+        dims = tuple(range(1, w.dim()))
+        w_norm = w.norm(dim=dims) if w.dim() > 1 else w.abs()
+        g_norm = p.grad.norm(dim=dims) if w.dim() > 1 else p.grad.abs()
+        assert (g_norm <= clipping * w_norm.clamp_min(1e-3) * (1 + 1e-6) + 1e-12).all()
+
+
+def test_agc_excludes_final_layer_and_matches_loop():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    model.double()
+    model(torch.randn(16, 4, dtype=torch.float64)).pow(2).sum().mul(100).backward()
+    final_before = [p.grad.clone() for p in model[2].parameters()]
+    expected = []
+    for p in model[0].parameters():
+        dims = tuple(range(1, p.dim()))
+        w = p.detach().norm(dim=dims, keepdim=True) if p.dim() > 1 else p.detach().abs()
+        g = p.grad.norm(dim=dims, keepdim=True) if p.dim() > 1 else p.grad.abs()
+        limit = 0.01 * w.clamp_min(1e-3)
+        expected.append(p.grad * torch.clamp(limit / g.clamp_min(1e-6), max=1.0))
+    AdaptiveGradientClipping(clipping=0.01, exclude=model[2])(model)
+    for p, e in zip(model[0].parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e)
+    for p, b in zip(model[2].parameters(), final_before, strict=True):
+        assert torch.equal(p.grad, b)
+
+
+def test_clip_per_parameter_clips_each_tensor():
+    params = _params(3, scale=10.0)
+    clip_per_parameter(params, 0.5)
+    for p in params:
+        assert float(p.grad.norm()) <= 0.5 * (1 + 1e-6)
+
+
+def test_autoclip_uses_percentile_of_history():
+    clipper = AutoClip(percentile=50)
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    for g in [1.0, 2.0, 3.0, 4.0, 5.0]:
+        p.grad = torch.tensor([g], dtype=torch.float64)
+        clipper([p])
+    p.grad = torch.tensor([100.0], dtype=torch.float64)
+    result = clipper([p])
+    assert result.clipped
+    assert p.grad.item() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_zscore_clips_spike_not_normal_steps():
+    gen = torch.Generator().manual_seed(0)
+    clipper = ZScoreClip(z=4.0, warmup=20)
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    clipped = []
+    for _ in range(200):
+        p.grad = 1.0 + 0.05 * torch.randn(1, generator=gen, dtype=torch.float64)
+        clipped.append(clipper([p]).clipped)
+    assert sum(clipped) <= 2
+    p.grad = torch.tensor([50.0], dtype=torch.float64)
+    assert clipper([p]).clipped
+    assert p.grad.item() < 2.0
+
+
+@pytest.mark.parametrize("make", [lambda: AutoClip(30), lambda: ZScoreClip(z=2.0, warmup=2)])
+def test_state_round_trip(make):
+    gen = torch.Generator().manual_seed(1)
+    first, second = make(), make()
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    for _ in range(10):
+        p.grad = torch.randn(3, generator=gen, dtype=torch.float64)
+        first([p])
+    second.load_state_dict(first.state_dict())
+    p.grad = 10 * torch.ones(3, dtype=torch.float64)
+    q = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    q.grad = p.grad.clone()
+    a, b = first([p]), second([q])
+    torch.testing.assert_close(p.grad, q.grad)
+    torch.testing.assert_close(a.coefficient, b.coefficient)
+
+
+@pytest.mark.parametrize("make", [AutoClip, ZScoreClip])
+def test_nonfinite_options(make):
+    def fresh(option):
+        clipper = make(nonfinite=option)
+        p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        for g in [1.0, 1.2, 0.8, 1.1] * 5:
+            p.grad = torch.tensor([g, 0.0], dtype=torch.float64)
+            clipper([p])
+        return clipper, p
+
+    clipper, p = fresh("skip")
+    state = clipper.state_dict()
+    p.grad = torch.tensor([math.nan, 1.0], dtype=torch.float64)
+    clipper([p])
+    assert math.isnan(p.grad[0].item()) and p.grad[1].item() == 1.0
+    assert clipper.state_dict() == state  # history not poisoned
+
+    clipper, p = fresh("zero")
+    p.grad = torch.tensor([math.inf, 1.0], dtype=torch.float64)
+    clipper([p])
+    assert torch.equal(p.grad, torch.zeros(2, dtype=torch.float64))
+    p.grad = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    assert math.isfinite(float(clipper([p]).coefficient))
+
+    clipper, p = fresh("raise")
+    p.grad = torch.tensor([math.nan, 1.0], dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        clipper([p])
+
+
+def test_total_norm_empty_and_no_grad():
+    assert float(total_norm([])) == 0.0
+    assert float(total_norm([torch.nn.Parameter(torch.ones(2))])) == 0.0
+    assert not clip_by_norm([], 1.0).clipped
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: clip_by_norm(_params(0), 0.0), ValueError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), -1.0), ValueError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), "1"), TypeError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), 1.0, norm_type=0.5), ValueError, "norm_type"),
+        (lambda: clip_by_value(_params(0), 0), ValueError, "clip_value"),
+        (lambda: clip_by_norm(3, 1.0), TypeError, "parameters"),
+        (lambda: clip_by_norm([1, 2], 1.0), TypeError, "parameters"),
+        (lambda: AutoClip(percentile=0), ValueError, "percentile"),
+        (lambda: AutoClip(percentile=101), ValueError, "percentile"),
+        (lambda: AutoClip(nonfinite="ignore"), ValueError, "nonfinite"),
+        (lambda: ZScoreClip(z=-1), ValueError, "z"),
+        (lambda: ZScoreClip(beta=1.0), ValueError, "beta"),
+        (lambda: AdaptiveGradientClipping(clipping=0), ValueError, "clipping"),
+    ],
+)
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_fit_float_clip_uses_clip_by_norm():
+    import gradtext as gt
+
+    data = gt.tasks.teacher_student(n=256, dim=4, out=1, seed=0)
+    model = torch.nn.Linear(4, 1)
+    history = gt.fit(
+        model,
+        data,
+        loss="mse",
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+        steps=5,
+        clip=1e-3,
+        progress=False,
+        device="cpu",
+    )
+    assert len(history.clip_coefficient) == 5
+    assert all(c < 1.0 for c in history.clip_coefficient)

@@ -1,0 +1,677 @@
+"""Tests for gradtext.monitor: numbers against hand computation, hooks, NaN origin, diagnosis."""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+import gradtext as gt
+from gradtext import plots
+from gradtext.models import DeepMLP, SequenceModel
+from gradtext.monitor import Diagnosis, GradientMonitor, Thresholds
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _mlp(activation="tanh", depth=4, width=16, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return DeepMLP(6, 3, width=width, depth=depth, activation=activation).to(dtype)
+
+
+def _batch(seed=0, n=32, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=generator, dtype=dtype), torch.randint(
+        0, 3, (n,), generator=generator)
+
+
+def _hooks(model):
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        + len(m._backward_pre_hooks)
+        for m in model.modules()
+    )
+
+
+# --------------------------------------------------------------------------- numbers by hand
+
+
+def test_grad_norms_equal_the_norms_of_p_grad():
+    net = _mlp()
+    x, y = _batch()
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+    expected = [math.sqrt(float(layer.weight.grad.norm() ** 2 + layer.bias.grad.norm() ** 2))
+                for layer in net.linears]
+    np.testing.assert_allclose(mon.grad_norms()[0], expected, rtol=1e-12)
+    weights = [math.sqrt(float(layer.weight.detach().norm() ** 2
+                               + layer.bias.detach().norm() ** 2)) for layer in net.linears]
+    np.testing.assert_allclose(mon.weight_norms()[0], weights, rtol=1e-12)
+    assert mon.layer_names == ["linears.0", "linears.1", "linears.2", "linears.3"]
+
+
+@settings(deadline=None, max_examples=20)
+@given(depth=st.integers(1, 5), width=st.integers(1, 12), seed=st.integers(0, 1000))
+def test_grad_norms_match_by_hand_for_any_shape(depth, width, seed):
+    net = _mlp("relu", depth=depth, width=width, seed=seed)
+    x, y = _batch(seed)
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+    expected = [float(torch.cat([layer.weight.grad.ravel(), layer.bias.grad.ravel()]).norm())
+                for layer in net.linears]
+    np.testing.assert_allclose(mon.grad_norms()[0], expected, rtol=1e-10, atol=1e-300)
+
+
+def test_backward_norms_are_the_gradients_at_each_layer_output():
+    net = _mlp()
+    x, y = _batch()
+    out, pre, _ = net.forward_with_intermediates(x)
+    for h in pre:
+        h.retain_grad()
+    F.cross_entropy(out, y).backward()
+    expected = [float(h.grad.norm()) for h in pre]
+    net.zero_grad()
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+    np.testing.assert_allclose(mon.backward_norms()[0], expected, rtol=1e-12)
+
+
+def test_activation_statistics_by_hand():
+    net = _mlp("tanh", depth=4, width=32)
+    with torch.no_grad():
+        net.linears[0].weight.mul_(20)  # saturate the first tanh layer
+    x, y = _batch()
+    with torch.no_grad():
+        _, pre, act = net.forward_with_intermediates(x)
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+    hidden = act + [pre[-1]]  # the last layer has no activation: its own output counts
+    np.testing.assert_allclose(mon.activation_means()[0], [float(a.mean()) for a in hidden],
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mon.activation_stds()[0],
+                               [float(a.std(unbiased=False)) for a in hidden], rtol=1e-9)
+    saturated = [float((a.abs() > 0.99).double().mean()) for a in act]
+    np.testing.assert_allclose(mon.saturated_fractions()[0, :3], saturated)
+    assert saturated[0] > 0.3 and np.isnan(mon.saturated_fractions()[0, 3])
+    assert np.isnan(mon.dead_fractions()).all()
+    assert mon.activation_sources == {"linears.0": "activations.0", "linears.1": "activations.1",
+                                      "linears.2": "activations.2", "linears.3": "linears.3"}
+
+
+def test_relu_dead_fraction_and_sigmoid_saturation():
+    net = _mlp("relu", depth=3, width=20)
+    with torch.no_grad():
+        net.linears[0].bias[:5] = -1e3  # five units of the first layer can never fire
+    x, y = _batch()
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+    assert mon.dead_fractions()[0, 0] == pytest.approx(5 / 20)
+    sigmoid = nn.Sequential(nn.Linear(6, 10), nn.Sigmoid(), nn.Linear(10, 1)).double()
+    with torch.no_grad():
+        sigmoid[0].weight.mul_(100)
+    with GradientMonitor(sigmoid) as mon:
+        h = torch.sigmoid(sigmoid[0](x))
+        sigmoid(x).sum().backward()
+    expected = float(((h < 0.01) | (h > 0.99)).double().mean())
+    assert mon.saturated_fractions()[0, 0] == pytest.approx(expected) and expected > 0.5
+
+
+def test_update_ratios_by_hand_and_every():
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+    x, y = _batch()
+    expected = []
+    with GradientMonitor(net, every=2, optimizer=opt) as mon:
+        for step in range(5):
+            before = [torch.cat([m.weight.detach().ravel(), m.bias.detach().ravel()]).clone()
+                      for m in net.linears]
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+            if step % 2 == 0:
+                after = [torch.cat([m.weight.detach().ravel(), m.bias.detach().ravel()])
+                         for m in net.linears]
+                expected.append([float((a - b).norm() / b.norm())
+                                 for a, b in zip(after, before, strict=True)])
+    assert mon.steps.tolist() == [0, 2, 4]
+    np.testing.assert_allclose(mon.update_ratios(), expected, rtol=1e-9)
+
+
+def test_update_ratio_is_nan_without_an_optimizer_step():
+    net = _mlp()
+    x, y = _batch()
+    with GradientMonitor(net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1)) as mon:
+        F.cross_entropy(net(x), y).backward()
+    assert np.isnan(mon.update_ratios()).all()
+
+
+def test_forward_without_gradients_is_not_recorded():
+    net = _mlp()
+    x, y = _batch()
+    with GradientMonitor(net) as mon:
+        with torch.no_grad():
+            net(x)
+        F.cross_entropy(net(x), y).backward()
+        with torch.no_grad():
+            net(x)
+    assert mon.steps.tolist() == [0] and mon.grad_norms().shape == (1, 4)
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def test_hooks_removed_on_exit_and_model_unchanged():
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    before = _hooks(net)
+    x, y = _batch()
+    reference = net(x)
+    with GradientMonitor(net, optimizer=opt) as mon:
+        assert mon.active and _hooks(net) > before
+        F.cross_entropy(net(x), y).backward()
+    assert not mon.active
+    assert _hooks(net) == before
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key])
+    torch.testing.assert_close(net(x), reference, rtol=0, atol=0)
+
+
+def test_hooks_removed_after_an_exception():
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, _ = _batch()
+    mon = GradientMonitor(net, optimizer=opt)
+    with pytest.raises(RuntimeError, match="boom"):
+        with mon:
+            net(x)  # a forward pass left open: module hooks are installed
+            raise RuntimeError("boom")
+    assert _hooks(net) == 0 and not mon.active
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_entering_twice_is_an_error_and_reentry_continues():
+    net = _mlp()
+    x, y = _batch()
+    mon = GradientMonitor(net)
+    with mon:
+        with pytest.raises(RuntimeError, match="already active"):
+            mon.__enter__()
+        F.cross_entropy(net(x), y).backward()
+    with mon:
+        F.cross_entropy(net(x), y).backward()
+    assert mon.steps.tolist() == [0, 1]
+
+
+# --------------------------------------------------------------------------- NaN/Inf origin
+
+
+class _Poison(nn.Module):
+    """Multiplies its input by NaN or Inf in the forward pass."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return x * self.value
+
+
+class _PoisonGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, value):
+        ctx.value = value
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.value, None
+
+
+class _PoisonBackward(nn.Linear):
+    """A linear layer whose backward turns the gradient into NaN/Inf."""
+
+    def __init__(self, n, value):
+        super().__init__(n, n)
+        self.value = value
+
+    def forward(self, x):
+        return _PoisonGrad.apply(super().forward(x), self.value)
+
+
+def _chain(middle):
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), middle,
+                         nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_forward_nan_or_inf_is_attributed_to_the_module_that_made_it(value):
+    model = _chain(_Poison(value))
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase, diagnosis.step) == (
+        "nonfinite", "4", "forward", 0)
+    assert "'4' (_Poison)" in str(diagnosis)
+    assert diagnosis.evidence["nan" if math.isnan(value) else "inf"] > 0
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_backward_nan_or_inf_is_attributed_to_the_layer_whose_backward_made_it(value):
+    model = _chain(_PoisonBackward(8, value))
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase) == ("nonfinite", "4", "backward")
+    assert "backward pass of '4'" in str(diagnosis)
+
+
+def test_nan_made_by_a_backward_hook_of_a_layer_is_attributed_to_it():
+    model = _chain(nn.Linear(8, 8))
+    model[5].register_full_backward_hook(lambda m, gi, go: (gi[0] * math.nan,))
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase) == ("nonfinite", "5", "backward")
+
+
+def test_nan_found_at_a_later_step_and_the_first_one_is_kept():
+    model = _chain(_Poison(1.0))
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        for step in range(4):
+            model[4].value = math.nan if step >= 2 else 1.0
+            F.cross_entropy(model(x), y).backward()
+    assert (mon.diagnose().step, mon.diagnose().layer) == (2, "4")
+
+
+def test_nan_from_the_loss_is_reported_as_outside_the_model():
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3), nn.Softmax(-1)).double()
+    with torch.no_grad():
+        model[2].weight.mul_(1e4)  # probabilities underflow to exactly 0
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        F.nll_loss(torch.log(model(x)), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase) == ("nonfinite", None, "loss")
+    assert "loss" in str(diagnosis)
+
+
+def test_nonfinite_weights_are_named_in_the_diagnosis():
+    model = _chain(nn.Identity())
+    with torch.no_grad():
+        model[2].weight[0, 0] = math.inf
+    x, y = _batch()
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert diagnosis.layer == "2" and diagnosis.evidence["weights_nonfinite"]
+    assert "already non-finite" in str(diagnosis)
+
+
+def test_huge_finite_gradients_are_not_called_nonfinite():
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 1))
+    x = torch.randn(8, 6)
+    with GradientMonitor(model) as mon:
+        (model(x).sum() * 1e30).backward()  # float32 norms of these overflow; float64 do not
+    assert np.isfinite(mon.grad_norms()).all() and mon.grad_norms().max() > 1e30
+    assert mon.diagnose().kind == "exploding"
+
+
+def test_nan_on_an_unrecorded_step_is_still_reported():
+    model = _chain(_Poison(1.0))
+    x, y = _batch()
+    with GradientMonitor(model, every=5) as mon:
+        for step in range(4):
+            model[4].value = math.nan if step == 3 else 1.0
+            F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.step, diagnosis.layer) == ("nonfinite", 3, None)
+    assert "every=1" in str(diagnosis)
+
+
+# --------------------------------------------------------------------------- model kinds
+
+
+def test_shared_parameters_count_in_every_module_that_owns_them():
+    torch.manual_seed(0)
+    encoder, decoder = nn.Linear(5, 5, bias=False), nn.Linear(5, 5)
+    decoder.weight = encoder.weight  # tied
+    model = nn.Sequential(encoder, nn.Tanh(), decoder).double()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    with GradientMonitor(model) as mon:
+        model(x).pow(2).mean().backward()
+    shared = encoder.weight.grad
+    expected = [float(shared.norm()), float(torch.cat([shared.ravel(), decoder.bias.grad]).norm())]
+    np.testing.assert_allclose(mon.grad_norms()[0], expected, rtol=1e-12)
+
+
+def test_a_module_called_several_times_pools_its_calls():
+    torch.manual_seed(0)
+    cell = nn.Linear(4, 4).double()
+
+    class Unrolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell, self.act = cell, nn.Tanh()
+
+        def forward(self, x):
+            for _ in range(3):
+                x = self.act(self.cell(x))
+            return x
+
+    model = Unrolled()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    states = []
+    h = x
+    for _ in range(3):
+        pre = cell(h)
+        pre.retain_grad()
+        states.append(pre)
+        h = torch.tanh(pre)
+    h.sum().backward()
+    expected = math.sqrt(sum(float(s.grad.norm() ** 2) for s in states))
+    cell.zero_grad()
+    with GradientMonitor(model) as mon:
+        model(x).sum().backward()
+    assert mon.backward_norms()[0, 0] == pytest.approx(expected, rel=1e-12)
+    assert mon.grad_norms()[0, 0] == pytest.approx(
+        float(torch.cat([cell.weight.grad.ravel(), cell.bias.grad]).norm()), rel=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_recurrent_models(cell):
+    torch.manual_seed(0)
+    model = SequenceModel(cell, 2, 8, 1, num_layers=2).double()
+    x = torch.randn(4, 12, 2, dtype=torch.float64)
+    with GradientMonitor(model) as mon:
+        model(x).pow(2).mean().backward()
+    assert mon.layer_names == ["rnn", "head"]
+    rnn_grads = torch.cat([p.grad.ravel() for p in model.rnn.parameters()])
+    assert mon.grad_norms()[0, 0] == pytest.approx(float(rnn_grads.norm()), rel=1e-12)
+    assert np.isfinite(mon.backward_norms()).all() and (mon.backward_norms() > 0).all()
+    if cell == "rnn":  # a tanh RNN's own output counts as a tanh activation
+        assert 0 <= mon.saturated_fractions()[0, 0] <= 1
+    assert mon.diagnose().kind == "ok"
+
+
+def test_fit_with_a_monitor():
+    torch.manual_seed(0)
+    net = DeepMLP(8, 3, width=16, depth=4, activation="tanh")
+    x, y = gt.tasks.argmax_task(n=256, dim=8, classes=3, seed=0)
+    mon = GradientMonitor(net)
+    history = gt.fit(net, (x, y), loss="cross_entropy", optimizer=torch.optim.SGD(
+        net.parameters(), lr=0.1), steps=15, progress=False, monitor=mon)
+    assert not mon.active and _hooks(net) == 0
+    assert mon.steps.tolist() == list(range(15))
+    assert np.isfinite(mon.update_ratios()).all()
+    # fit's global norm is the norm of the per-layer norms
+    np.testing.assert_allclose(np.linalg.norm(mon.grad_norms(), axis=1), history.grad_norm,
+                               rtol=1e-5)
+
+
+def test_fit_divergence_is_diagnosed():
+    torch.manual_seed(0)
+    net = DeepMLP(8, 3, width=16, depth=4, activation="relu")
+    x, y = gt.tasks.argmax_task(n=256, dim=8, classes=3, seed=0)
+    mon = GradientMonitor(net)
+    history = gt.fit(net, (x * 1e3, y), loss="cross_entropy", optimizer=torch.optim.SGD(
+        net.parameters(), lr=10.0), steps=50, progress=False, monitor=mon)
+    assert history.diverged
+    diagnosis = mon.diagnose()
+    assert diagnosis.kind in {"exploding", "nonfinite"} and diagnosis.step < history.diverged_at + 1
+
+
+def test_same_seed_gives_identical_records():
+    records = []
+    for _ in range(2):
+        net = _mlp(seed=3, dtype=torch.float32)
+        x, y = _batch(3, dtype=torch.float32)
+        with GradientMonitor(net) as mon:
+            F.cross_entropy(net(x), y).backward()
+        records.append(np.concatenate([mon.grad_norms(), mon.backward_norms(),
+                                       mon.activation_means()]))
+    np.testing.assert_array_equal(records[0], records[1])
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+def _diagnose(net, steps=1, **kwargs):
+    x = torch.randn(64, net.linears[0].in_features)
+    y = torch.randint(0, net.linears[-1].out_features, (64,))
+    with GradientMonitor(net, **kwargs) as mon:
+        for _ in range(steps):
+            net.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+    return mon.diagnose()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_diagnose_healthy_vanishing_exploding(seed):
+    torch.manual_seed(seed)
+    healthy = DeepMLP(16, 4, width=64, depth=6, activation="relu")
+    for layer in healthy.linears:
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    assert _diagnose(healthy).kind == "ok"
+
+    vanishing = DeepMLP(16, 4, width=64, depth=12, activation="sigmoid")
+    verdict = _diagnose(vanishing)
+    assert (verdict.kind, verdict.layer) == ("vanishing", "linears.0")
+    assert "first layer" in str(verdict) and "Try:" in str(verdict)
+
+    exploding = DeepMLP(16, 4, width=64, depth=12, activation="linear")
+    for layer in exploding.linears:
+        nn.init.normal_(layer.weight, std=3 / math.sqrt(layer.in_features))
+    verdict = _diagnose(exploding)
+    assert verdict.kind == "exploding" and "Try:" in str(verdict)
+
+
+def test_diagnose_sees_explosion_that_the_layer_ratio_misses():
+    # Activations explode forward and gradients backward: every weight gradient is huge, but
+    # the first and last layers' gradient norms are alike.
+    torch.manual_seed(0)
+    net = DeepMLP(16, 16, width=16, depth=10, activation="linear", bias=False)
+    for layer in net.linears:
+        nn.init.orthogonal_(layer.weight, gain=2.5)
+    verdict = _diagnose(net)
+    g = verdict.evidence
+    assert verdict.kind == "exploding" and "grad_to_weight" in g
+
+
+def test_thresholds_are_adjustable():
+    torch.manual_seed(0)
+    net = DeepMLP(16, 4, width=64, depth=6, activation="tanh")
+    x = torch.randn(64, 16)
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), torch.zeros(64, dtype=torch.long)).backward()
+    ratio = float(mon.grad_norms()[0, 0] / mon.grad_norms()[0, -1])
+    strict = mon.with_thresholds(layer_ratio=1.0001)
+    assert mon.diagnose().kind == "ok"
+    assert mon.diagnose(strict).kind == ("exploding" if ratio > 1 else "vanishing")
+    custom = GradientMonitor(net, thresholds=Thresholds(grad_norm_high=1e-9))
+    assert custom.thresholds.grad_norm_high == 1e-9
+
+
+def test_diagnosis_before_anything_is_recorded():
+    diagnosis = GradientMonitor(_mlp()).diagnose()
+    assert isinstance(diagnosis, Diagnosis) and diagnosis.kind == "ok" and not diagnosis
+    assert "Nothing recorded" in str(diagnosis)
+
+
+def test_update_ratio_rule():
+    net = _mlp()
+    x, y = _batch()
+    opt = torch.optim.SGD(net.parameters(), lr=100.0)
+    with GradientMonitor(net, optimizer=opt) as mon:
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    verdict = mon.diagnose(mon.with_thresholds(grad_to_weight_high=1e9, grad_norm_high=1e9))
+    assert verdict.kind == "exploding" and "update_ratio" in verdict.evidence
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_gets_clear_errors():
+    net = _mlp()
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        GradientMonitor("net")
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        GradientMonitor(net, every=0)
+    with pytest.raises(TypeError, match="every must be an int"):
+        GradientMonitor(net, every=1.5)
+    with pytest.raises(TypeError, match="every must be an int"):
+        GradientMonitor(net, every=True)
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        GradientMonitor(net, optimizer="sgd")
+    with pytest.raises(TypeError, match="thresholds must be"):
+        GradientMonitor(net, thresholds={"layer_ratio": 10})
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        GradientMonitor(nn.Tanh())
+    with pytest.raises(ValueError, match="thresholds.layer_ratio must be > 1"):
+        Thresholds(layer_ratio=0.5)
+    with pytest.raises(ValueError, match="thresholds.growth must be a positive finite"):
+        Thresholds(growth=math.nan)
+    with pytest.raises(TypeError, match="thresholds.grad_norm_high must be a number"):
+        Thresholds(grad_norm_high="big")
+    with pytest.raises(TypeError, match="thresholds must be a Thresholds"):
+        GradientMonitor(net).diagnose("strict")
+    with pytest.raises(TypeError, match="log_dir must be a path or a SummaryWriter"):
+        GradientMonitor(net).write_tensorboard(42)
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_export_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    net = _mlp(dtype=torch.float32)
+    x, y = _batch(dtype=torch.float32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with GradientMonitor(net, optimizer=opt) as mon:
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    directory = mon.write_tensorboard(tmp_path / "run")
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    events = EventAccumulator(directory)
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "grad_norm/linears.0" in tags and "update_ratio/linears.3" in tags
+    values = [e.value for e in events.Scalars("grad_norm/linears.0")]
+    np.testing.assert_allclose(values, mon.grad_norms()[:, 0], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_last_values_and_plots_draw_and_mark_nonfinite():
+    net = _mlp("tanh", dtype=torch.float32)
+    x, y = _batch(dtype=torch.float32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with GradientMonitor(net, optimizer=opt) as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    activations = mon.last_activations()
+    assert list(activations) == mon.layer_names and activations["linears.0"].size == 32 * 16
+    signals = mon.last_backward_signals()
+    assert list(signals) == mon.layer_names
+
+    grid = mon.grad_norms()
+    grid[2, 1] = np.nan
+    ax = plots.plot_layer_heatmap(grid, layer_names=mon.layer_names, steps=mon.steps)
+    assert ax.get_ylabel() == "layer" and "NaN/Inf (1)" in ax.get_legend().get_texts()[0].get_text()
+
+    ax = plots.plot_layer_histograms({**activations, "bad": np.array([np.inf, 1.0])})
+    assert any("x" == line.get_marker() for line in ax.lines)
+    ax = plots.plot_layer_histograms(signals, log_x=True, xlabel="dL/dh")
+    assert ax.get_xlabel() == "log10 |dL/dh|"
+
+    ratios = mon.update_ratios()
+    ratios[1, 0] = np.inf
+    ax = plots.plot_update_ratios(ratios, layer_names=mon.layer_names, steps=mon.steps)
+    assert ax.get_yscale() == "log"
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 1e-3 for line in ax.lines)
+    assert [line.get_xdata().tolist() for line in ax.lines if line.get_marker() == "x"] == [[1]]
+
+
+def test_plot_bad_input():
+    with pytest.raises(ValueError, match="values must be a 2-d"):
+        plots.plot_layer_heatmap(np.ones(3))
+    with pytest.raises(ValueError, match="layer_names has 1 names for 2 layers"):
+        plots.plot_layer_heatmap(np.ones((3, 2)), layer_names=["a"])
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        plots.plot_layer_histograms({})
+    with pytest.raises(ValueError, match="ratios must be a 2-d"):
+        plots.plot_update_ratios(np.ones(3))
+
+
+def test_fit_uses_an_active_monitor_and_a_replaced_optimizer():
+    torch.manual_seed(0)
+    net = DeepMLP(8, 3, width=16, depth=3, activation="relu")
+    x, y = gt.tasks.argmax_task(n=128, dim=8, classes=3, seed=0)
+    first = torch.optim.SGD(net.parameters(), lr=0.1)
+    with GradientMonitor(net, optimizer=first) as mon:
+        second = torch.optim.SGD(net.parameters(), lr=0.01)
+        gt.fit(net, (x, y), loss="cross_entropy", optimizer=second, steps=3, progress=False,
+               monitor=mon)
+        assert mon.active and mon.optimizer is second
+        assert not first._optimizer_step_pre_hooks
+    assert mon.steps.tolist() == [0, 1, 2] and np.isfinite(mon.update_ratios()).all()
+    assert not second._optimizer_step_pre_hooks and _hooks(net) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_monitor_on_cuda_matches_the_cpu_and_locates_nan():
+    model = _chain(_Poison(1.0)).float().cuda()
+    x, y = _batch(dtype=torch.float32)
+    x, y = x.cuda(), y.cuda()
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    expected = [float(torch.cat([p.grad.ravel() for p in model[i].parameters()]).norm().cpu())
+                for i in (0, 2, 5, 7)]
+    np.testing.assert_allclose(mon.grad_norms()[0], expected, rtol=1e-5)
+    model[4].value = math.nan
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    assert (mon.diagnose().kind, mon.diagnose().layer) == ("nonfinite", "4")
+
+
+def test_tensorboard_missing_gives_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        GradientMonitor(_mlp()).write_tensorboard(tmp_path)
+
+
+def test_nan_in_the_input_batch_is_blamed_on_the_data():
+    model = _chain(nn.Identity())
+    x, y = _batch()
+    x[3, 2] = math.nan
+    with GradientMonitor(model) as mon:
+        F.cross_entropy(model(x), y).backward()
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase) == ("nonfinite", None, "input")
+    assert diagnosis.evidence["nan"] == 1 and "data pipeline" in str(diagnosis)
