@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gradtext tests benchmarks tools
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -p no:cacheprovider
 
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax book/ -q -p no:cacheprovider --ignore=book/_build
