@@ -284,10 +284,11 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss_value = loss_fn(model(inputs), targets)
                 loss_value.backward()
-                grad_norm = global_grad_norm(parameters)
                 coefficient = None
-                if clip is not None:
-                    coefficient, grad_norm = _apply_clip(clip, parameters, grad_norm)
+                if clip is None:
+                    grad_norm = global_grad_norm(parameters)
+                else:  # the clipper measures the norm before clipping: no second pass
+                    coefficient, grad_norm = _apply_clip(clip, parameters)
                 loss_float, norm_float = torch.stack(
                     [loss_value.detach().to(torch.float64), grad_norm.to(torch.float64)]
                 ).tolist()
@@ -322,16 +323,12 @@ def fit(
 def _apply_clip(
     clip: float | Callable[[list[nn.Parameter]], Any],
     parameters: list[nn.Parameter],
-    grad_norm: torch.Tensor,
 ) -> tuple[torch.Tensor | float, torch.Tensor]:
-    """Clip in place; return (coefficient applied, norm before clipping)."""
+    """Clip in place; return (coefficient applied, global 2-norm before clipping)."""
     if callable(clip):
+        before = global_grad_norm(parameters)
         result = clip(parameters)
-        coefficient = getattr(result, "coefficient", 1.0)
-        before = getattr(result, "total_norm", grad_norm)
-        if isinstance(before, torch.Tensor):
-            grad_norm = before.detach().to(grad_norm.device, torch.float64)
-        return coefficient, grad_norm
+        return getattr(result, "coefficient", 1.0), before
     result = clip_by_norm(parameters, float(clip))
     return result.coefficient, result.total_norm
 
