@@ -43,6 +43,18 @@ def test_chapters_check_and_quote_their_claims(path):
     assert len(headings) == 1, f"{path.name}: expected exactly one H1, got {headings}"
 
 
+def test_chapter_numbers_come_from_the_table_of_contents():
+    # Sphinx numbers the chapters by their place in the numbered part of _toc.yml; the file's
+    # NN_ prefix must agree with it, and a title must not carry a number of its own (the
+    # rendered title would read "5. 6. Initialization").
+    toc = (ROOT / "_toc.yml").read_text()
+    chapters = re.findall(r"file:\s*book/(\d\d)_\S+", toc)
+    assert chapters == [f"{n:02d}" for n in range(1, len(chapters) + 1)], chapters
+    for path in NOTEBOOKS:
+        title = "".join(json.loads(path.read_text())["cells"][0]["source"]).splitlines()[0]
+        assert re.match(r"# [^\d]", title), f"{path.name}: title {title!r} starts with a number"
+
+
 def test_every_chapter_is_in_the_table_of_contents_and_vice_versa():
     toc = (ROOT / "_toc.yml").read_text()
     listed = set(re.findall(r"file:\s*(\S+)", toc))
