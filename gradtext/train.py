@@ -65,6 +65,17 @@ class History:
     ``loss[t]`` and ``grad_norm[t]`` belong to step ``t`` (the gradient norm is measured
     before any clipping); ``time[t]`` is the seconds elapsed when step ``t`` finished.
     On divergence the offending step is the last entry, with its non-finite value kept.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(1, 1)
+    >>> data = (torch.ones(8, 1), torch.zeros(8, 1))
+    >>> sgd = torch.optim.SGD(net.parameters(), lr=100.0)  # far too large: diverges
+    >>> history = fit(net, data, loss="mse", optimizer=sgd, steps=100, device="cpu",
+    ...               progress=False)
+    >>> history.diverged, history.steps == history.diverged_at + 1
+    (True, True)
+    >>> math.isfinite(history.loss[-1]) and math.isfinite(history.grad_norm[-1])
+    False
     """
 
     loss: list[float] = field(default_factory=list)
@@ -248,6 +259,17 @@ def fit(
     callback: called as ``callback(step, history)`` after every step; returning ``True`` stops.
 
     The same seed and initial model give bit-identical histories on the CPU.
+
+    >>> import torch
+    >>> from gradtext.tasks import teacher_student
+    >>> inputs, targets = teacher_student(n=256, dim=4, seed=0)
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    >>> adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    >>> history = fit(model, (inputs, targets), loss="mse", optimizer=adam, steps=50,
+    ...               device="cpu", progress=False)
+    >>> history.steps, history.diverged, history.final_loss < history.loss[0]
+    (50, False, True)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

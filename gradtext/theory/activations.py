@@ -1,0 +1,70 @@
+"""What theory needs from an activation: Gaussian moments and the bound on its slope."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from gradtext.models import ACTIVATIONS, make_activation
+from gradtext.theory._checks import _check_nonnegative
+
+_GRID = np.linspace(-10.0, 10.0, 2000)  # standard-normal units; even count: no node at 0
+
+
+def _activation_name(activation: str) -> str:
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a str, got {type(activation).__name__}")
+    key = activation.strip().lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    return key
+
+
+def _phi_and_derivative(activation: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``phi(z)`` and ``phi'(z)`` for a named activation, by autograd in float64."""
+    phi = make_activation(activation)
+    t = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    y = phi(t)
+    (dy,) = torch.autograd.grad(y.sum(), t)
+    return y.detach().numpy(), dy.numpy()
+
+
+def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
+    """``(E[phi(h)^2], E[phi'(h)^2])`` for ``h ~ N(0, q)``, by quadrature on a fine grid.
+
+    These two numbers are all the mean-field recurrences need from an activation: the first
+    carries the forward signal, the second the backward one. The grid spans 10 standard
+    deviations either side and is refined for large ``q``, so that it resolves the unit-width
+    bump of ``tanh'`` or ``sigmoid'`` however wide the Gaussian is.
+
+    >>> [round(m, 6) for m in gaussian_moments("relu", 3.0)]   # ReLU keeps half of everything
+    [1.5, 0.5]
+    >>> round(gaussian_moments("sigmoid", 1e-12)[1], 6)       # sigmoid'(0)^2 = 1/16
+    0.0625
+    """
+    activation = _activation_name(activation)
+    q = _check_nonnegative("q", q)
+    std = math.sqrt(q)
+    points = int(min(max(2000, math.ceil(200 * std)), 40_000))  # z-spacing <= 0.1
+    u = _GRID if points == 2000 else np.linspace(-10.0, 10.0, points + points % 2)
+    weights = np.exp(-0.5 * u**2)
+    weights /= weights.sum()
+    phi, dphi = _phi_and_derivative(activation, std * u)
+    return float(weights @ phi**2), float(weights @ dphi**2)
+
+
+def derivative_bound(activation: str) -> float:
+    """``gamma = sup |phi'(z)|``, the largest slope of the activation.
+
+    Pascanu et al. call it gamma: 1 for tanh and ReLU, 1/4 for sigmoid. It bounds how much one
+    step of a recurrent net (or one layer) can stretch the backward signal, beyond what the
+    weight matrix does. Found on a fine grid over [-20, 20] that contains 0.
+
+    >>> derivative_bound("sigmoid"), derivative_bound("tanh"), derivative_bound("relu")
+    (0.25, 1.0, 1.0)
+    """
+    activation = _activation_name(activation)
+    z = np.linspace(-20.0, 20.0, 40001)
+    return float(np.abs(_phi_and_derivative(activation, z)[1]).max())
