@@ -540,13 +540,13 @@ class SignalReport:
 
     @property
     def forward_spread(self) -> float:
-        """``max / min`` of :attr:`forward_variance`: 1 when the forward signal is flat
+        """``max / min`` of ``forward_variance``: 1 when the forward signal is flat
         (``inf`` when some layer's output is constant)."""
         return _spread(self.forward_variance)
 
     @property
     def backward_spread(self) -> float:
-        """``max / min`` of :attr:`backward_variance`: 1 when the backward signal is flat
+        """``max / min`` of ``backward_variance``: 1 when the backward signal is flat
         (``inf`` when some layer receives no gradient, e.g. behind a layer of dead ReLUs)."""
         return _spread(self.backward_variance)
 

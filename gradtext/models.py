@@ -203,7 +203,7 @@ class ScalarRNN(nn.Module):
     """The one-unit recurrent net of Pascanu, Mikolov & Bengio (2013), section 2.
 
     ``x_t = w * sigmoid(x_{t-1}) + b`` for ``t = 1..steps``, starting from ``x0``. Its two
-    parameters are ``w`` and ``b``; :meth:`forward` returns ``x_T``. Float64 by default,
+    parameters are ``w`` and ``b``; ``forward`` returns ``x_T``. Float64 by default,
     because the loss surface is steep enough for float32 to matter.
 
     >>> import torch

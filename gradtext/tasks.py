@@ -1,6 +1,7 @@
 """Synthetic, seeded data sets: nothing is downloaded, and the same seed gives the same tensors.
 
-Every function returns an ``(inputs, targets)`` pair of tensors, ready for :func:`gradtext.fit`.
+Every function returns an ``(inputs, targets)`` pair of tensors, ready for
+:func:`gradtext.train.fit`.
 
 >>> x, y = argmax_task(n=100, dim=8, classes=3, seed=0)
 >>> x.shape, y.shape, y.dtype

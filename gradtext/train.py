@@ -238,28 +238,43 @@ def fit(
 ) -> History:
     """Train ``model`` for ``steps`` optimizer steps and return the :class:`History`.
 
+    A NaN or Inf loss or gradient stops training cleanly (``History.diverged``), keeping the
+    history up to that step; Ctrl-C returns the history so far. The same seed and initial model
+    give bit-identical histories on the CPU.
+
     Parameters
     ----------
-    model: any ``nn.Module``; it is moved to ``device``.
-    data: an ``(inputs, targets)`` pair of tensors, from which mini-batches of ``batch_size``
+    model
+        Any ``nn.Module``; it is moved to ``device``.
+    data
+        An ``(inputs, targets)`` pair of tensors, from which mini-batches of ``batch_size``
         are drawn without replacement in a seeded random order (the full batch when
         ``batch_size >= len(inputs)``), or any re-iterable of ``(inputs, targets)`` batches such
         as a ``DataLoader``, cycled as often as needed.
-    loss: ``"mse"``, ``"cross_entropy"`` or a ``callable(output, target) -> scalar tensor``.
-    optimizer: a ``torch.optim.Optimizer`` over the model's parameters, or a callable that
+    loss
+        ``"mse"``, ``"cross_entropy"`` or a ``callable(output, target) -> scalar tensor``.
+    optimizer
+        A ``torch.optim.Optimizer`` over the model's parameters, or a callable that
         builds one from ``model.parameters()``.
-    steps: the number of optimizer steps (0 is allowed and records nothing).
-    clip: ``None``; a positive float, the threshold of global-norm clipping; or a callable
+    steps
+        The number of optimizer steps (0 is allowed and records nothing).
+    clip
+        ``None``; a positive float, the threshold of global-norm clipping; or a callable
         applied to the list of parameters after ``backward()`` (e.g. a clipper from
         :mod:`gradtext.clip`). A result with a ``coefficient`` attribute is recorded.
-    monitor: a :class:`gradtext.GradientMonitor` on ``model`` (entered here if it is not active).
-    seed: seeds the order of mini-batches (the model's initialization is the caller's).
-    eval_data, eval_every: a held-out ``(inputs, targets)`` pair evaluated every
+    monitor
+        A :class:`~gradtext.monitor.GradientMonitor` on ``model`` (entered here if it is not
+        active).
+    seed
+        Seeds the order of mini-batches (the model's initialization is the caller's).
+    eval_data, eval_every
+        A held-out ``(inputs, targets)`` pair evaluated every
         ``eval_every`` steps and after the last one, into ``History.eval_step/eval_loss``.
-    callback: called as ``callback(step, history)`` after every step; returning ``True`` stops.
+    callback
+        Called as ``callback(step, history)`` after every step; returning ``True`` stops.
 
-    The same seed and initial model give bit-identical histories on the CPU.
-
+    Examples
+    --------
     >>> import torch
     >>> from gradtext.tasks import teacher_student
     >>> inputs, targets = teacher_student(n=256, dim=4, seed=0)

@@ -38,10 +38,25 @@ class Explorer:
 
     Parameters
     ----------
-    draw: ``draw(fig, **values)`` draws one state into an empty matplotlib ``Figure``.
-    params: ``{name: [value, ...]}``: the values each slider offers (the first is the start).
-    figsize, dpi: size of each picture.
-    max_frames: refuse grids larger than this (each combination is drawn once by ``static``).
+    draw
+        ``draw(fig, **values)`` draws one state into an empty matplotlib ``Figure``.
+    params
+        ``{name: [value, ...]}``: the values each slider offers (the first is the start).
+    figsize, dpi
+        Size of each picture.
+    max_frames
+        Refuse grids larger than this (each combination is drawn once by ``static``).
+
+    Examples
+    --------
+    >>> def draw(fig, gain):
+    ...     fig.subplots().semilogy([gain**k for k in range(20)])
+    >>> explorer = Explorer(draw, {"gain": [0.9, 1.0, 1.1]})
+    >>> explorer.combinations  # pictures that static() precomputes
+    3
+    >>> page = explorer.static()  # HTML with one slider per parameter: no kernel needed
+    >>> page.data.count('type="range"')
+    1
     """
 
     def __init__(
