@@ -40,7 +40,7 @@ book: $(STAMP) $(VENDOR)
 	@echo "The book is at: file://$(CURDIR)/_build/html/index.html"
 
 lint: $(STAMP)
-	$(BIN)/ruff check gradtext tests benchmarks tools
+	$(BIN)/ruff check gradtext tests benchmarks tools book
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
