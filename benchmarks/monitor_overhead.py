@@ -5,8 +5,8 @@ Models: a 30-layer tanh MLP (width 256, batch 128) and a 2-layer LSTM (hidden 12
 steps, batch 32), each trained with SGD (forward, loss, backward, optimizer step). The monitor
 records every step, or every 10th; it is given the optimizer, as ``gradtext.fit`` does, so
 update-to-weight ratios are measured too (the last column leaves them out). Settings are
-interleaved round-robin (so drift in the machine's load hits them alike), after a warm-up round,
-and the median over repeats is reported.
+interleaved round-robin (so drift in the machine's load hits them alike; the order reverses every
+other round), after a warm-up round, and the median over repeats is reported.
 
 Run: ``python benchmarks/monitor_overhead.py`` (``--quick`` for a shorter run). Targets:
 <= 1.10 recording every step, <= 1.02 every 10th.
@@ -26,9 +26,9 @@ from gradtext import GradientMonitor
 from gradtext.models import DeepMLP, SequenceModel
 
 
-def _mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def _mlp(batch: int = 128) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     model = DeepMLP(256, 10, width=256, depth=30, activation="tanh")
-    return model, torch.randn(128, 256), torch.randint(0, 10, (128,))
+    return model, torch.randn(batch, 256), torch.randint(0, 10, (batch,))
 
 
 def _lstm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -57,7 +57,9 @@ def measure(build, repeats: int, steps: int) -> dict[str, float]:
                 "every=1, no optimizer": GradientMonitor(model, every=1)}
     times: dict[str, list[float]] = {name: [] for name in monitors}
     for repeat in range(repeats + 1):  # the first round is the warm-up
-        for name, monitor in monitors.items():
+        # the order alternates between rounds, so no setting always follows the same one
+        order = list(monitors.items()) if repeat % 2 == 0 else list(monitors.items())[::-1]
+        for name, monitor in order:
             if monitor is None:
                 seconds = _time_steps(model, optimizer, inputs, targets, steps)
             else:
@@ -74,6 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--mlp-batch", type=int, default=128,
+                        help="the MLP's batch size (default 128): the monitor's cost per step is "
+                             "mostly fixed, so its share falls as the batch grows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats, steps = (5, 20) if args.quick else (15, 20)
@@ -81,7 +86,10 @@ def main() -> None:
           f"{args.threads} thread(s)")
     print(f"{'model':<22}{'step (ms)':>10}{'every=1':>10}{'every=10':>10}"
           f"{'every=1, no optimizer':>23}")
-    for label, build in [("MLP 30 x 256 (tanh)", _mlp), ("LSTM 2 x 128, T=50", _lstm)]:
+    mlp = ("MLP 30 x 256 (tanh)", lambda: _mlp(args.mlp_batch))
+    if args.mlp_batch != 128:
+        mlp = (f"MLP 30 x 256, batch {args.mlp_batch}", mlp[1])
+    for label, build in [mlp, ("LSTM 2 x 128, T=50", _lstm)]:
         result = measure(build, repeats, steps)
         print(f"{label:<22}{result['step_ms']:>10.2f}{result['every=1']:>10.3f}"
               f"{result['every=10']:>10.3f}{result['every=1, no optimizer']:>23.3f}")

@@ -221,6 +221,14 @@ class _Pass:
     queued: bool = False
 
 
+@dataclass
+class _Last:
+    """What the histogram accessors need from the last recorded pass."""
+
+    activations: list[tuple[int, torch.Tensor]]  # (layer, activation), in call order
+    signals: list[tuple[str, torch.Tensor]]  # (layer name, dL/dh at its output), arrival order
+
+
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
     """Every tensor inside a module's inputs or outputs (tuples, lists, dicts, nested)."""
     if isinstance(value, torch.Tensor):
@@ -281,16 +289,6 @@ def _describe_nonfinite(nan: int, inf: int) -> str:
 class GradientMonitor:
     """Per-layer gradient, backward-signal, activation and update statistics of any model.
 
-    Parameters
-    ----------
-    model: the ``nn.Module`` to watch (any: feed-forward, recurrent, with shared parameters).
-    every: record every ``every``-th backward pass (1: all of them). Passes in between cost
-        one hook call on the model's output and a cheap finiteness check of the gradients.
-    optimizer: optional ``torch.optim.Optimizer``; when given (here or later with
-        :meth:`attach_optimizer`), the update-to-weight ratio of each recorded step is measured
-        around ``optimizer.step()``. This keeps one copy of the layers' parameters.
-    thresholds: a :class:`Thresholds` for :meth:`diagnose` (default ``Thresholds()``).
-
     Use it as a context manager: hooks exist only inside the ``with`` block; on exit (also
     after an exception) every hook is removed and the model is left exactly as it was. The
     recorded statistics stay readable after exit, and entering again continues recording.
@@ -301,6 +299,31 @@ class GradientMonitor:
     ``(recorded steps, layers)``, columns in the order of :attr:`layer_names`; :attr:`steps`
     gives the backward-pass index of each row.
 
+    Parameters
+    ----------
+    model
+        The ``nn.Module`` to watch (any: feed-forward, recurrent, with shared parameters).
+    every
+        Record every ``every``-th backward pass (1: all of them). Passes in between cost
+        one hook call on the model's output and a cheap finiteness check of the gradients.
+    optimizer
+        Optional ``torch.optim.Optimizer``; when given (here or later with
+        :meth:`attach_optimizer`), the update-to-weight ratio of each recorded step is measured
+        around ``optimizer.step()``. This keeps one copy of the layers' parameters.
+    thresholds
+        A :class:`Thresholds` for :meth:`diagnose` (default ``Thresholds()``).
+
+    Attributes
+    ----------
+    layer_names
+        The monitored layers (modules that own parameters), named as in
+        ``model.named_modules()``, in the order of the accessors' columns.
+    activation_sources
+        For each layer, the module whose output counts as its activation (the layer itself,
+        or the parameter-free activation module that runs right after it).
+
+    Examples
+    --------
     >>> import torch
     >>> from gradtext.models import DeepMLP
     >>> net = DeepMLP(8, 2, width=16, depth=4, activation="tanh")
@@ -376,7 +399,9 @@ class GradientMonitor:
         self._steps: list[int] = []
         self._passes = 0  # backward passes completed while attached
         self._pass: _Pass | None = None
-        self._last: _Pass | None = None  # the last recorded pass (for histograms)
+        # the last recorded pass's activations and layer backward signals (for histograms);
+        # only these are kept, so the pass's other tensors are freed when it ends
+        self._last: _Last | None = None
         self._handles: list[Any] = []
         self._optimizer_handles: list[Any] = []
         self._module_handles: list[Any] = []
@@ -431,7 +456,7 @@ class GradientMonitor:
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Measure update-to-weight ratios around ``optimizer.step()`` (replaces any previous
-        optimizer). :func:`gradtext.fit` calls this with its optimizer."""
+        optimizer). :func:`gradtext.train.fit` calls this with its optimizer."""
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -542,7 +567,11 @@ class GradientMonitor:
                     self._nonfinite = self._locate(current, grads)
         self._rows.append(torch.cat([norms, activation]))
         self._steps.append(current.index)
-        self._last = current
+        self._last = _Last(
+            activations=[(layer, tensor) for layer, _, tensor in self._activations(current)],
+            signals=[(current.calls[call].name, grad) for call, grad in current.grads
+                     if call >= 0 and current.calls[call].name in self._layer_index],
+        )
 
     @staticmethod
     def _all_finite(current: _Pass, grads: list[torch.Tensor]) -> bool:
@@ -670,9 +699,17 @@ class GradientMonitor:
         tensors += [g for _, g in current.grads]
         if not tensors:
             return
-        # a float64 sum is non-finite exactly when an entry is (and is much faster than isfinite)
-        total = torch.stack([t.sum(dtype=torch.float64) for t in tensors]).sum()
-        bad = ~torch.isfinite(total).to(device)
+        if all(t.device.type == "cpu" for t in tensors):
+            # sums in the tensors' own dtype (fast); a non-finite sum is confirmed entry by
+            # entry, as a sum of huge finite values can overflow (reading CPU values is free)
+            sums = torch.stack([t.sum() for t in tensors])
+            finite = bool(torch.isfinite(sums).all()) or all(
+                bool(torch.isfinite(t).all()) for t in tensors)
+            bad = torch.tensor(not finite, device=device)
+        else:
+            # a float64 sum is non-finite exactly when an entry is; no host synchronisation
+            total = torch.stack([t.sum(dtype=torch.float64) for t in tensors]).sum()
+            bad = ~torch.isfinite(total).to(device)
         if self._unrecorded_bad is None:
             self._unrecorded_bad = torch.full((), -1, dtype=torch.long, device=device)
         first = self._unrecorded_bad
@@ -700,9 +737,13 @@ class GradientMonitor:
             return
         self._snapshot_row = None
         device = self._device()
-        torch._foreach_sub_(self._snapshot, [p.detach() for p in self._params])
+        # ||before - after|| per tensor, fused: two reads, no difference tensor written
+        distances = [torch.dist(before, p.detach()) for before, p in
+                     zip(self._snapshot, self._params, strict=True)]
+        if any(d.device != device for d in distances):
+            distances = [d.to(device) for d in distances]
         owner_param, owner_layer = self._owners(device)
-        change = _layer_norms(_foreach_norms(self._snapshot, device)[owner_param],
+        change = _layer_norms(torch.stack(distances).to(torch.float64)[owner_param],
                               owner_layer, len(self.layer_names))
         self._updates[row] = change / self._rows[row][_ROW["weight"]]
 
@@ -761,7 +802,7 @@ class GradientMonitor:
         if self._last is None:
             return {}
         result: dict[str, list[np.ndarray]] = {}
-        for layer, _, tensor in self._activations(self._last):
+        for layer, tensor in self._last.activations:
             result.setdefault(self.layer_names[layer], []).append(tensor.cpu().numpy().ravel())
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
@@ -771,10 +812,8 @@ class GradientMonitor:
         if self._last is None:
             return {}
         result: dict[str, list[np.ndarray]] = {}
-        for call, grad in self._last.grads:
-            name = self._last.calls[call].name
-            if name in self._layer_index:
-                result.setdefault(name, []).append(grad.detach().cpu().numpy().ravel())
+        for name, grad in self._last.signals:
+            result.setdefault(name, []).append(grad.detach().cpu().numpy().ravel())
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
     # ------------------------------------------------------------------ NaN/Inf origin

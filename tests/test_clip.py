@@ -140,6 +140,29 @@ def test_agc_excludes_final_layer_and_matches_loop():
         assert torch.equal(p.grad, b)
 
 
+@pytest.mark.parametrize("workspace_entries", [1, 40, 1 << 20])
+def test_agc_matches_the_loop_whatever_the_chunking(workspace_entries):
+    # many parameters of one shape are stacked chunk by chunk into reused buffers; the result
+    # must not depend on the chunk size, and a second call must reuse the buffers correctly
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(5, 5) for _ in range(7)]).double()
+    agc = AdaptiveGradientClipping(clipping=0.01)
+    agc.workspace_entries = workspace_entries
+    for scale in [100.0, 0.001]:
+        model.zero_grad()
+        model(torch.randn(8, 5, dtype=torch.float64)).pow(2).sum().mul(scale).backward()
+        expected = []
+        for p in model.parameters():
+            dims = tuple(range(1, p.dim()))
+            w = p.detach().norm(dim=dims, keepdim=True) if p.dim() > 1 else p.detach().abs()
+            g = p.grad.norm(dim=dims, keepdim=True) if p.dim() > 1 else p.grad.abs()
+            expected.append(p.grad * torch.clamp(0.01 * w.clamp_min(1e-3) / g.clamp_min(1e-6),
+                                                 max=1.0))
+        agc(model)
+        for p, e in zip(model.parameters(), expected, strict=True):
+            torch.testing.assert_close(p.grad, e)
+
+
 def test_clip_per_parameter_clips_each_tensor():
     params = _params(3, scale=10.0)
     clip_per_parameter(params, 0.5)
@@ -266,3 +289,107 @@ def test_fit_float_clip_uses_clip_by_norm():
     )
     assert len(history.clip_coefficient) == 5
     assert all(c < 1.0 for c in history.clip_coefficient)
+
+
+def _exact_norm(grads, norm_type) -> float:
+    """The norm of all entries, computed in float64 (or with Python floats for huge values)."""
+    flat = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in grads])
+    if norm_type == math.inf:
+        return float(flat.abs().max())
+    scale = float(flat.abs().max())
+    return scale * float(torch.linalg.vector_norm(flat / scale, norm_type))
+
+
+def _norm_by_clip_by_norm(params, norm_type):  # the fast path, with nothing clipped
+    return clip_by_norm(params, 1e300, norm_type=norm_type).total_norm
+
+
+@pytest.mark.parametrize("norm", [total_norm, _norm_by_clip_by_norm])
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("value", [1e20, 1e35, 1e-30, 1e-42])
+def test_norms_are_overflow_and_underflow_safe(norm, norm_type, value):
+    # float32 squares (cubes) of these overflow or underflow; the norm must still be exact
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (1000, 7, 1)]
+    for p in params:
+        p.grad = torch.full_like(p, value)
+    expected = _exact_norm([p.grad for p in params], norm_type)
+    norm = norm(params, norm_type)
+    assert norm.dtype == torch.float64
+    assert math.isfinite(float(norm)) and float(norm) > 0
+    # per-tensor norms accumulate in float32 where that does not overflow, as in PyTorch
+    assert float(norm) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf])
+def test_clip_by_norm_huge_float32_gradients_clip_correctly(norm_type):
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (1000, 10)]
+    for p, v in zip(params, (1e20, -3e19), strict=True):
+        p.grad = torch.full_like(p, v)
+    before = [p.grad.clone() for p in params]
+    result = clip_by_norm(params, 2.0, norm_type=norm_type)
+    expected = _exact_norm(before, norm_type)
+    assert float(result.total_norm) == pytest.approx(expected, rel=1e-4)
+    assert all(torch.isfinite(p.grad).all() for p in params)
+    assert _exact_norm([p.grad for p in params], norm_type) == pytest.approx(2.0, rel=1e-4)
+    for p, b in zip(params, before, strict=True):  # direction kept
+        torch.testing.assert_close(p.grad.double(), b.double() * (2.0 / expected), rtol=1e-4,
+                                   atol=0)
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("scale", [1.0, 1e20, 1e-30])
+def test_mixed_float32_float64_parameters(norm_type, scale):
+    a = torch.nn.Parameter(torch.zeros(50, dtype=torch.float32))
+    b = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(0)
+    a.grad = (scale * torch.randn(50, generator=gen, dtype=torch.float64)).float()
+    b.grad = scale * torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    expected = _exact_norm([a.grad, b.grad], norm_type)
+    result = clip_by_norm([a, b], 0.5 * expected, norm_type=norm_type)
+    assert float(result.total_norm) == pytest.approx(expected, rel=1e-5)
+    assert a.grad.dtype == torch.float32 and b.grad.dtype == torch.float64
+    assert _exact_norm([a.grad, b.grad], norm_type) == pytest.approx(0.5 * expected, rel=1e-4)
+
+
+def test_nonfinite_gradients_give_a_nonfinite_norm():
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([1.0, math.inf, 2.0])
+    assert float(total_norm([p])) == math.inf
+    p.grad = torch.tensor([1.0, math.nan, 2.0])
+    assert math.isnan(float(total_norm([p])))
+
+
+def test_agc_telemetry_matches_the_gradients_and_is_overflow_safe():
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    for p in model.parameters():
+        p.grad = 1e20 * torch.randn(p.shape, generator=gen)
+    before = _exact_norm([p.grad for p in model.parameters()], 2.0)
+    result = AdaptiveGradientClipping(clipping=0.01, exclude=model[2])(model)
+    after = _exact_norm([p.grad for p in model.parameters()], 2.0)
+    assert float(result.total_norm) == pytest.approx(before, rel=1e-5)
+    assert float(result.coefficient) == pytest.approx(after / before, rel=1e-4)
+    for p in model[0].parameters():  # clipped to the unit-wise limit, not zeroed by overflow
+        dims = tuple(range(1, p.dim()))
+        w = p.detach().norm(dim=dims) if p.dim() > 1 else p.detach().abs()
+        g = p.grad.norm(dim=dims) if p.dim() > 1 else p.grad.abs()
+        torch.testing.assert_close(g, 0.01 * w.clamp_min(1e-3), rtol=1e-4, atol=0)
+
+
+def test_agc_coefficient_is_one_when_nothing_is_clipped():
+    p = torch.nn.Parameter(torch.ones(3, 3))
+    p.grad = torch.full((3, 3), 1e-4)
+    result = AdaptiveGradientClipping(clipping=0.1)([p])
+    assert float(result.coefficient) == 1.0
+    assert float(result.total_norm) == pytest.approx(3e-4, rel=1e-6)
+
+
+def test_total_norm_accumulates_in_float64_and_clip_by_norm_agrees_with_pytorch():
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (100_000, 10)]
+    for p in params:
+        p.grad = torch.rand(p.shape, generator=gen)
+    exact = torch.linalg.vector_norm(torch.cat([p.grad.double() for p in params]))
+    assert float(total_norm(params)) == pytest.approx(float(exact), rel=1e-14)
+    expected = torch.nn.utils.clip_grad_norm_(params, 1e300, foreach=True)
+    torch.testing.assert_close(clip_by_norm(params, 1e300).total_norm, expected.double())

@@ -343,6 +343,52 @@ def test_nan_on_an_unrecorded_step_is_still_reported():
     assert "every=1" in str(diagnosis)
 
 
+@pytest.mark.parametrize("scale", [math.inf, 1e35])
+def test_unrecorded_steps_see_inf_but_not_huge_finite_gradients(scale):
+    # the check on unrecorded steps looks at the extremes of float32 tensors: exact, no overflow
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 1))
+    x = torch.randn(8, 6)
+    with GradientMonitor(model, every=3) as mon:
+        for step in range(3):
+            factor = scale if step == 2 else 1.0
+            (model(x).sum() * factor).backward()
+    assert mon.steps.tolist() == [0]
+    diagnosis = mon.diagnose()
+    if math.isinf(scale):
+        assert (diagnosis.kind, diagnosis.step) == ("nonfinite", 2)
+    else:
+        assert diagnosis.kind != "nonfinite"
+
+
+def test_unrecorded_steps_do_not_call_an_overflowing_sum_nonfinite():
+    # the float32 sum of this (finite) output gradient overflows; its entries do not
+    model = nn.Linear(2, 2, bias=False)
+    with GradientMonitor(model, every=2) as mon:
+        for _ in range(2):
+            model(torch.zeros(1, 2)).backward(torch.full((1, 2), 3e38))
+    assert mon.steps.tolist() == [0]
+    assert mon.diagnose().kind != "nonfinite"
+
+
+def test_last_values_are_those_of_the_last_recorded_pass():
+    model = _mlp()
+    x, y = _batch()
+    with GradientMonitor(model, every=2) as mon:
+        for step in range(3):
+            F.cross_entropy(model(x * (step + 1)), y).backward()
+            if step == 0:
+                first = mon.last_activations()
+    # step 2 was recorded last, with inputs three times as large as step 0's
+    last = mon.last_activations()
+    assert list(last) == mon.layer_names
+    assert not np.allclose(first["linears.0"], last["linears.0"])
+    expected = torch.tanh(model.linears[0](x * 3)).detach().numpy().ravel()
+    np.testing.assert_allclose(last["linears.0"], expected, rtol=1e-12)
+    signals = mon.last_backward_signals()
+    assert list(signals) == mon.layer_names
+    assert signals["linears.0"].shape == (x.shape[0] * model.linears[0].out_features,)
+
+
 # --------------------------------------------------------------------------- model kinds
 
 
