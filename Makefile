@@ -61,9 +61,11 @@ lab: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab]"
 	$(BIN)/jupyter lab book/
 
+# The results are saved in benchmarks/results/ (with the machine and versions), where the
+# book's performance appendix reads them; commit them after a run on a quiet machine.
 bench: $(STAMP)
-	$(PY) benchmarks/monitor_overhead.py
-	$(PY) benchmarks/clip_speed.py
+	$(PY) benchmarks/monitor_overhead.py --save benchmarks/results/monitor_overhead.json
+	$(PY) benchmarks/clip_speed.py --save benchmarks/results/clip_speed.json
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/' > constraints.txt.new

@@ -20,6 +20,7 @@ import argparse
 import statistics
 import time
 
+import record
 import torch
 from torch import nn
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10, help="calls per block")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--save", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -98,17 +100,26 @@ def main() -> None:
             lambda: clip_by_norm(params, 1e9),
             "clip_grad_norm_(foreach)",
             lambda: nn.utils.clip_grad_norm_(params, 1e9, foreach=True),
+            1.1,
         ),
-        ("AGC (fused)", lambda: agc(params), "AGC (per-parameter loop)", lambda: agc_loop(params)),
+        ("AGC (fused)", lambda: agc(params), "AGC (per-parameter loop)", lambda: agc_loop(params),
+         0.5),
     ]
     print(f"device={device}, {len(params)} parameter tensors, {args.threads} thread(s), "
           f"median of {args.repeats} interleaved blocks of {args.calls} calls")
     print(f"{'ours':<26}{'s/call':>12}  {'baseline':<26}{'s/call':>12}{'ratio':>8}")
-    for name, ours, base_name, base in cases:
+    rows = []
+    for name, ours, base_name, base, target in cases:
         t_ours, t_base = interleaved_medians(
             ours, base, args.repeats, args.calls, args.warmup, device
         )
+        rows.append({"ours": name, "baseline": base_name, "seconds": t_ours,
+                     "baseline_seconds": t_base, "ratio": t_ours / t_base, "target": target})
         print(f"{name:<26}{t_ours:>12.3e}  {base_name:<26}{t_base:>12.3e}{t_ours / t_base:>8.2f}")
+    if args.save:
+        settings = {"device": str(device), "parameter_tensors": len(params),
+                    "threads": args.threads, "repeats": args.repeats, "calls": args.calls}
+        record.save(args.save, "clip_speed", settings, rows)
 
 
 if __name__ == "__main__":

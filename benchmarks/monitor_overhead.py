@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 
+import record
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -76,9 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--mlp-batch", type=int, default=128,
-                        help="the MLP's batch size (default 128): the monitor's cost per step is "
-                             "mostly fixed, so its share falls as the batch grows")
+    parser.add_argument("--mlp-batch", type=int, default=128, help="the MLP's batch size")
+    parser.add_argument("--save", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats, steps = (5, 20) if args.quick else (15, 20)
@@ -89,11 +89,17 @@ def main() -> None:
     mlp = ("MLP 30 x 256 (tanh)", lambda: _mlp(args.mlp_batch))
     if args.mlp_batch != 128:
         mlp = (f"MLP 30 x 256, batch {args.mlp_batch}", mlp[1])
+    rows = []
     for label, build in [mlp, ("LSTM 2 x 128, T=50", _lstm)]:
         result = measure(build, repeats, steps)
+        rows.append({"model": label, **result})
         print(f"{label:<22}{result['step_ms']:>10.2f}{result['every=1']:>10.3f}"
               f"{result['every=10']:>10.3f}{result['every=1, no optimizer']:>23.3f}")
     print("targets: every=1 <= 1.10, every=10 <= 1.02")
+    if args.save:
+        settings = {"repeats": repeats, "steps": steps, "threads": args.threads,
+                    "mlp_batch": args.mlp_batch, "targets": {"every=1": 1.10, "every=10": 1.02}}
+        record.save(args.save, "monitor_overhead", settings, rows)
 
 
 if __name__ == "__main__":
