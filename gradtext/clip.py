@@ -48,6 +48,7 @@ class ClipResult:
 
     @property
     def clipped(self) -> bool:
+        """Whether the gradients were scaled down (``coefficient < 1``)."""
         return bool(self.coefficient < 1.0)
 
 
@@ -190,13 +191,22 @@ def _scale(
 
 
 def clip_by_norm(
-    parameters: Parameters, max_norm: float, norm_type: float = 2.0, eps: float = 1e-6
+    parameters: Parameters,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+    *,
+    eps: float = 1e-6,
 ) -> ClipResult:
     """Scale all gradients together so their ``norm_type``-norm is at most ``max_norm``.
 
     Same arguments and same effect on ``.grad`` as :func:`torch.nn.utils.clip_grad_norm_`
     (coefficient ``max_norm / (norm + eps)``, capped at 1). A non-finite norm makes the
-    gradients non-finite, as in PyTorch; the stateful clippers below offer other choices.
+    gradients non-finite, as in PyTorch, or raises a ``RuntimeError`` with
+    ``error_if_nonfinite=True`` (which waits for the device to read the norm); the stateful
+    clippers below offer other choices. ``foreach`` is accepted for compatibility: the fused
+    path is always used.
 
     As fast as PyTorch's: on the CPU the per-tensor norms are computed in the gradients' own
     dtype, as PyTorch does, and combined in float64; unlike PyTorch's, the norm is recomputed
@@ -212,14 +222,22 @@ def clip_by_norm(
     grads = _grads(parameters)
     groups = _grouped(grads)
     norm = _norm_of(grads, _check_norm_type(norm_type), groups, fast=True)
+    if error_if_nonfinite and not bool(torch.isfinite(norm)):
+        raise RuntimeError(
+            f"the total norm of order {norm_type} of the gradients is non-finite ({float(norm)}); "
+            "pass error_if_nonfinite=False to clip anyway"
+        )
     coefficient = torch.clamp(max_norm / (norm + eps), max=1.0)
     if grads:
         _scale(grads, coefficient, groups)
     return ClipResult(total_norm=norm, coefficient=coefficient)
 
 
-def clip_by_value(parameters: Parameters, clip_value: float) -> ClipResult:
-    """Clamp every gradient entry to ``[-clip_value, clip_value]`` (like ``clip_grad_value_``).
+def clip_by_value(
+    parameters: Parameters, clip_value: float, foreach: bool | None = None
+) -> ClipResult:
+    """Clamp every gradient entry to ``[-clip_value, clip_value]`` (like ``clip_grad_value_``,
+    with the same arguments; ``foreach`` is accepted for compatibility).
 
     Changes the direction of the gradient when some entries are clamped and others not.
     ``coefficient`` is the ratio of the 2-norm after to the norm before.
@@ -240,7 +258,7 @@ def clip_by_value(parameters: Parameters, clip_value: float) -> ClipResult:
 
 
 def clip_per_parameter(
-    parameters: Parameters, max_norm: float, norm_type: float = 2.0, eps: float = 1e-6
+    parameters: Parameters, max_norm: float, norm_type: float = 2.0, *, eps: float = 1e-6
 ) -> ClipResult:
     """Clip each gradient tensor (each layer's weight or bias) to norm ``max_norm`` on its own.
 
@@ -392,9 +410,11 @@ class AdaptiveGradientClipping:
         return torch.linalg.vector_norm(stacked, dim=dims, keepdim=True, dtype=_FLOAT64)
 
     def state_dict(self) -> dict:
+        """The clipper's settings, for checkpoints (plain Python values)."""
         return {"clipping": self.clipping, "eps": self.eps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.clipping = _check_positive("clipping", state["clipping"])
         self.eps = _check_positive("eps", state["eps"])
 
@@ -442,6 +462,11 @@ class AutoClip(_HistoryClipper):
     """AutoClip (Seetharaman et al. 2020): clip to the ``percentile``-th percentile of past norms.
 
     Only finite norms enter the history. The first step (empty history) is not clipped.
+    ``history_size`` keeps only the most recent norms (``None``: all of them). ``nonfinite``
+    says what happens when the gradient's norm is NaN or Inf: ``"skip"`` leaves the gradient
+    as it is (no clipping, nothing recorded; ``gradtext.fit`` then stops on it), ``"zero"``
+    sets it to zero so the optimizer step does nothing, ``"raise"`` raises
+    ``FloatingPointError``.
 
     >>> clipper = AutoClip(percentile=50)
     >>> p = torch.nn.Parameter(torch.zeros(1))
@@ -485,6 +510,7 @@ class AutoClip(_HistoryClipper):
             del self.history[0]
 
     def state_dict(self) -> dict:
+        """The clipper's settings and history, for checkpoints (plain Python values)."""
         return {
             "percentile": self.percentile,
             "history": [float(n) for n in self.history if math.isfinite(float(n))],
@@ -492,6 +518,7 @@ class AutoClip(_HistoryClipper):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.percentile = float(state["percentile"])
         self.history_size = state["history_size"]
         self.history = [torch.tensor(v, dtype=torch.float64) for v in state["history"]]
@@ -501,7 +528,8 @@ class ZScoreClip(_HistoryClipper):
     """Clip norms more than ``z`` standard deviations above their running (EMA) mean.
 
     Threshold ``mean + z * std`` of an exponential moving average (weight ``beta``) of past
-    finite norms; the first ``warmup`` steps only gather statistics.
+    finite norms; the first ``warmup`` steps only gather statistics. ``nonfinite`` as in
+    :class:`AutoClip`.
 
     >>> clipper = ZScoreClip(z=2.0, warmup=3)
     >>> p = torch.nn.Parameter(torch.zeros(1))
@@ -551,6 +579,7 @@ class ZScoreClip(_HistoryClipper):
         self.count = self.count + finite.to(torch.int64).to(self.count.device)
 
     def state_dict(self) -> dict:
+        """The clipper's settings and history, for checkpoints (plain Python values)."""
         return {
             "z": self.z,
             "beta": self.beta,
@@ -561,6 +590,7 @@ class ZScoreClip(_HistoryClipper):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.z, self.beta, self.warmup = float(state["z"]), float(state["beta"]), state["warmup"]
         self.mean = torch.tensor(state["mean"], dtype=torch.float64)
         self.var = torch.tensor(state["var"], dtype=torch.float64)

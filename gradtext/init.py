@@ -365,8 +365,7 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     (default 10, as in the paper) have been made; a layer still off after that gives a
     ``RuntimeWarning``.
 
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64))
     >>> batch = torch.randn(512, 64)
     >>> report = signal_propagation(initialize(net, "lsuv", data=batch), batch)
@@ -518,7 +517,7 @@ class SignalReport:
 
     @property
     def backward_factors(self) -> np.ndarray:
-        """How much layer ``l``'s weights multiply the backward variance on its way down:
+        """How much layer ``l``'s weights multiply the backward variance on its way down, that is
         ``backward_variance[l-1] / backward_variance[l]`` (the input gradient below layer 0)."""
         below = np.concatenate([[self.input_grad_variance], self.backward_variance[:-1]])
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -526,27 +525,27 @@ class SignalReport:
 
     @property
     def forward_gain(self) -> np.ndarray:
-        """``1 / sqrt(forward_factors)``: scaling layer ``l``'s weights by it makes its output
-        variance equal to the previous layer's (exactly for a bias-free layer; with a
+        """Equal to ``1 / sqrt(forward_factors)``; scaling layer ``l``'s weights by it makes its
+        output variance equal to the previous layer's (exactly for a bias-free layer; with a
         positively homogeneous activation such as ReLU the layers above keep their ratios)."""
         with np.errstate(divide="ignore"):
             return 1.0 / np.sqrt(self.forward_factors)
 
     @property
     def backward_gain(self) -> np.ndarray:
-        """``1 / sqrt(backward_factors)``: the same for the backward signal."""
+        """Equal to ``1 / sqrt(backward_factors)``; the same for the backward signal."""
         with np.errstate(divide="ignore"):
             return 1.0 / np.sqrt(self.backward_factors)
 
     @property
     def forward_spread(self) -> float:
-        """``max / min`` of ``forward_variance``: 1 when the forward signal is flat
+        """The ratio ``max / min`` of ``forward_variance``, 1 when the forward signal is flat
         (``inf`` when some layer's output is constant)."""
         return _spread(self.forward_variance)
 
     @property
     def backward_spread(self) -> float:
-        """``max / min`` of ``backward_variance``: 1 when the backward signal is flat
+        """The ratio ``max / min`` of ``backward_variance``, 1 when the backward signal is flat
         (``inf`` when some layer receives no gradient, e.g. behind a layer of dead ReLUs)."""
         return _spread(self.backward_variance)
 

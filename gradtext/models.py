@@ -187,6 +187,11 @@ class SequenceModel(nn.Module):
             if nonlinearity not in {"tanh", "relu"}:
                 raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
             kwargs["nonlinearity"] = nonlinearity
+        elif nonlinearity != "tanh":
+            raise ValueError(
+                f"nonlinearity applies to cell='rnn' only; {self.cell} cells have fixed gates, "
+                f"got nonlinearity={nonlinearity!r}"
+            )
         self.rnn = _RECURRENT[self.cell](input_size, hidden_size, **kwargs)
         self.head = nn.Linear(hidden_size, output_size)
 

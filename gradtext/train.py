@@ -63,10 +63,29 @@ class History:
     """What :func:`fit` recorded, one entry per training step.
 
     ``loss[t]`` and ``grad_norm[t]`` belong to step ``t`` (the gradient norm is measured
-    before any clipping); ``time[t]`` is the seconds elapsed when step ``t`` finished.
+    before any clipping); ``time[t]`` is the seconds elapsed when step ``t``'s gradient was
+    ready (before its optimizer step).
     On divergence the offending step is the last entry, with its non-finite value kept.
 
-    >>> import torch
+    Attributes
+    ----------
+    loss, grad_norm, time
+        One float per step: the training loss, the global gradient norm (before clipping) and
+        the seconds since training started.
+    clip_coefficient
+        One float per step when ``fit`` clipped (the factor applied; 1 when it did not clip).
+    eval_step, eval_loss
+        The steps after which ``eval_data`` was evaluated, and the loss there.
+    diverged, diverged_at
+        Whether a loss or gradient norm was NaN or Inf, and at which step (else ``None``).
+    interrupted
+        Whether training was stopped by Ctrl-C (``KeyboardInterrupt``).
+    device
+        The device the model was trained on.
+
+    Examples
+    --------
+    >>> import math, torch
     >>> net = torch.nn.Linear(1, 1)
     >>> data = (torch.ones(8, 1), torch.zeros(8, 1))
     >>> sgd = torch.optim.SGD(net.parameters(), lr=100.0)  # far too large: diverges
@@ -258,6 +277,12 @@ def fit(
         builds one from ``model.parameters()``.
     steps
         The number of optimizer steps (0 is allowed and records nothing).
+    batch_size
+        Examples per step when ``data`` is a pair of tensors (ignored for an iterable).
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), a device string or a ``torch.device``.
+    progress
+        Show a ``tqdm`` progress bar with the loss and gradient norm.
     clip
         ``None``; a positive float, the threshold of global-norm clipping; or a callable
         applied to the list of parameters after ``backward()`` (e.g. a clipper from
@@ -267,9 +292,11 @@ def fit(
         active).
     seed
         Seeds the order of mini-batches (the model's initialization is the caller's).
-    eval_data, eval_every
-        A held-out ``(inputs, targets)`` pair evaluated every
-        ``eval_every`` steps and after the last one, into ``History.eval_step/eval_loss``.
+    eval_data
+        A held-out ``(inputs, targets)`` pair, evaluated (without gradients) into
+        ``History.eval_step`` and ``History.eval_loss``.
+    eval_every
+        Evaluate ``eval_data`` every ``eval_every`` steps, and after the last step.
     callback
         Called as ``callback(step, history)`` after every step; returning ``True`` stops.
 
@@ -294,11 +321,26 @@ def fit(
     _check_int("seed", seed, 0)
     loss_fn = _resolve_loss(loss)
     if clip is not None and not callable(clip):
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)):
+            raise TypeError(
+                f"clip must be None, a positive number or a callable, got {type(clip).__name__}"
+            )
+        if not clip > 0:
             raise ValueError(f"clip must be None, a positive number or a callable, got {clip!r}")
+    if monitor is not None:
+        if not (hasattr(monitor, "__enter__") and hasattr(monitor, "__exit__")):
+            raise TypeError(
+                "monitor must be a gradtext.GradientMonitor (or None), "
+                f"got {type(monitor).__name__}"
+            )
+        if getattr(monitor, "model", model) is not model:
+            raise ValueError("monitor watches a different model than the one being trained")
     target_device = resolve_device(device)
     model.to(target_device)
     opt = _resolve_optimizer(optimizer, model)
+    model_parameters = {id(p) for p in model.parameters()}
+    if not any(id(p) in model_parameters for group in opt.param_groups for p in group["params"]):
+        raise ValueError("optimizer holds none of the model's parameters: it would train nothing")
     batches = _batches(data, batch_size, seed, target_device)
     if eval_data is not None:
         eval_inputs, eval_targets = (t.to(target_device) for t in eval_data)
@@ -324,7 +366,7 @@ def fit(
                 coefficient = None
                 if clip is None:
                     grad_norm = global_grad_norm(parameters)
-                else:  # the clipper measures the norm before clipping: no second pass
+                else:  # a threshold: the clipper's own pre-clip norm is recorded
                     coefficient, grad_norm = _apply_clip(clip, parameters)
                 loss_float, norm_float = torch.stack(
                     [loss_value.detach().to(torch.float64), grad_norm.to(torch.float64)]

@@ -42,8 +42,10 @@ class Explorer:
         ``draw(fig, **values)`` draws one state into an empty matplotlib ``Figure``.
     params
         ``{name: [value, ...]}``: the values each slider offers (the first is the start).
-    figsize, dpi
-        Size of each picture.
+    figsize
+        Size of each picture in inches (matplotlib's ``figsize``).
+    dpi
+        Resolution of each picture, in dots per inch.
     max_frames
         Refuse grids larger than this (each combination is drawn once by ``static``).
 

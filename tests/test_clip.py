@@ -393,3 +393,30 @@ def test_total_norm_accumulates_in_float64_and_clip_by_norm_agrees_with_pytorch(
     assert float(total_norm(params)) == pytest.approx(float(exact), rel=1e-14)
     expected = torch.nn.utils.clip_grad_norm_(params, 1e300, foreach=True)
     torch.testing.assert_close(clip_by_norm(params, 1e300).total_norm, expected.double())
+
+
+def test_clip_by_norm_takes_torchs_arguments_in_torchs_order():
+    # a drop-in replacement: the same positional arguments, the same effect, the same error
+    torch.manual_seed(0)
+    ours, theirs = _params(4, scale=3.0), _params(4, scale=3.0)
+    for a, b in zip(ours, theirs, strict=True):
+        b.grad = a.grad.clone()
+    clip_by_norm(ours, 1.0, 3.0, False, True)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0, 3.0, False, True)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    ours[0].grad[0] = float("inf")
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_by_norm(ours, 1.0, 2.0, True)
+    with pytest.raises(TypeError):
+        clip_by_norm(ours, 1.0, 2.0, False, None, 1e-6)  # eps is keyword-only
+
+
+def test_clip_by_value_takes_torchs_arguments():
+    ours, theirs = _params(3, scale=5.0), _params(3, scale=5.0)
+    for a, b in zip(ours, theirs, strict=True):
+        b.grad = a.grad.clone()
+    clip_by_value(ours, 0.5, True)
+    torch.nn.utils.clip_grad_value_(theirs, 0.5, True)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.grad, b.grad)

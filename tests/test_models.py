@@ -119,3 +119,8 @@ def test_scalar_rnn_gradient_matches_finite_differences():
 def test_scalar_rnn_bad_steps():
     with pytest.raises(ValueError, match="steps must be >= 1"):
         ScalarRNN(steps=0)
+
+
+def test_sequence_model_refuses_a_nonlinearity_gated_cells_would_ignore():
+    with pytest.raises(ValueError, match="nonlinearity applies to cell='rnn' only"):
+        SequenceModel("lstm", 2, 4, 1, nonlinearity="relu")

@@ -182,3 +182,22 @@ def test_history_arrays_and_repr():
 def test_package_exports_the_contract():
     for name in ["fit", "History", "resolve_device", "seed_everything", "DeepMLP"]:
         assert hasattr(gt, name)
+
+
+def test_fit_refuses_inputs_that_would_silently_train_nothing():
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    model, other = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    sgd_other = torch.optim.SGD(other.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer holds none of the model's parameters"):
+        gt.fit(model, (x, y), loss="mse", optimizer=sgd_other, steps=1, progress=False,
+               device="cpu")
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="monitor watches a different model"):
+        gt.fit(model, (x, y), loss="mse", optimizer=sgd, steps=1, progress=False, device="cpu",
+               monitor=gt.GradientMonitor(other))
+    with pytest.raises(TypeError, match="monitor must be"):
+        gt.fit(model, (x, y), loss="mse", optimizer=sgd, steps=1, progress=False, device="cpu",
+               monitor=5)
+    with pytest.raises(TypeError, match="clip must be"):
+        gt.fit(model, (x, y), loss="mse", optimizer=sgd, steps=1, progress=False, device="cpu",
+               clip="1.0")

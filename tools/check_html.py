@@ -19,6 +19,8 @@ def check(html_dir: Path) -> list[str]:
         problems.append("mathjax/tex-mml-chtml.js was not shipped with the HTML")
     for page in sorted(html_dir.rglob("*.html")):
         text = page.read_text(errors="replace")
+        if "<p>| " in text or "<p>|—|" in text:
+            problems.append(f"{page.relative_to(html_dir)} shows a Markdown table as raw text")
         for host in CDN_HOSTS:
             if f"<script src=\"https://{host}" in text or f"src=\"https://{host}" in text:
                 problems.append(f"{page.relative_to(html_dir)} loads a script from {host}")

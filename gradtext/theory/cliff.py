@@ -69,7 +69,7 @@ def scalar_rnn_loss_surface(
     """Loss and gradient norm of the scalar RNN over the grid ``w x b``.
 
     The cliff is narrow: a coarse grid may step over it (a 0.1-spaced grid over w in [-4, 12]
-    shows gradient norms of at most ~40, while the wall's gradient is in the thousands); use
+    shows gradient norms of at most ~40, while the wall's gradient reaches 1e4 to 1e5); use
     :func:`steepest_point` on a line to find it.
 
     >>> s = scalar_rnn_loss_surface(np.linspace(-2, 10, 5), np.linspace(-5, 1, 4))
@@ -96,6 +96,7 @@ class DescentPath:
 
     @property
     def step_length(self) -> np.ndarray:
+        """The length of every step, ``||params[i + 1] - params[i]||``."""
         return np.linalg.norm(np.diff(self.params, axis=0), axis=1)
 
     @property

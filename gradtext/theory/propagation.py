@@ -46,13 +46,14 @@ class Propagation:
 
     @property
     def backward_factors(self) -> np.ndarray:
-        """``backward[l-1] / backward[l]``: how much one layer multiplies the backward signal
-        (mean square), going down; ``L - 1`` values."""
+        """The ratio ``backward[l-1] / backward[l]``, how much one layer multiplies the backward
+        signal (mean square), going down; ``L - 1`` values."""
         return self.backward[:-1] / self.backward[1:]
 
     @property
     def backward_ratio(self) -> float:
-        """``backward[first] / backward[last]``: the whole net's gain on the backward signal."""
+        """The ratio ``backward[first] / backward[last]``, the whole net's gain on the backward
+        signal."""
         return float(self.backward[0] / self.backward[-1])
 
 

@@ -204,10 +204,12 @@ class PascanuRegime:
 
     @property
     def vanishing_guaranteed(self) -> bool:
+        """Whether ``sigma_max < 1 / gamma``, so that gradients through time must vanish."""
         return self.regime == "vanishing"
 
     @property
     def explosion_possible(self) -> bool:
+        """Whether the necessary condition for exploding gradients holds."""
         return self.regime == "may explode"
 
 
