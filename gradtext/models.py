@@ -46,7 +46,9 @@ def make_activation(name: str) -> nn.Module:
         raise TypeError(f"activation must be a str, got {type(name).__name__}")
     key = name.strip().lower()
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"activation: unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[key]()
 
 

@@ -115,7 +115,12 @@ class Explorer:
 
         Returns an ``IPython.display.HTML`` object; its ``.data`` is the HTML text.
         """
-        from IPython.display import HTML
+        try:
+            from IPython.display import HTML
+        except ImportError as error:  # a plain `pip install gradtext` has no IPython
+            raise ImportError(
+                "Explorer.static needs IPython: pip install 'gradtext[widgets]'"
+            ) from error
 
         names = list(self.params)
         frames = {}
@@ -155,8 +160,13 @@ class Explorer:
         Integer values get an integer slider over their range, positive values spanning more
         than two decades a log slider, other numbers a float slider, anything else buttons.
         """
-        import ipywidgets as widgets
-        from IPython.display import display
+        try:
+            import ipywidgets as widgets
+            from IPython.display import display
+        except ImportError as error:
+            raise ImportError(
+                "Explorer.interactive needs ipywidgets: pip install 'gradtext[widgets]'"
+            ) from error
 
         controls = {name: _control(name, values) for name, values in self.params.items()}
         output = widgets.Output()

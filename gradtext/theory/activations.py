@@ -18,7 +18,9 @@ def _activation_name(activation: str) -> str:
         raise TypeError(f"activation must be a str, got {type(activation).__name__}")
     key = activation.strip().lower()
     if key not in ACTIVATIONS:
-        raise ValueError(f"activation: unknown {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"activation: unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}"
+        )
     return key
 
 
