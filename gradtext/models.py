@@ -36,11 +36,11 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 """Activation names accepted by :func:`make_activation` and :class:`DeepMLP`."""
 
 
-def make_activation(name: str) -> nn.Module:
-    """A fresh activation module by name (see :data:`ACTIVATIONS`).
+def activation_key(name: str) -> str:
+    """The key of :data:`ACTIVATIONS` that ``name`` means (case and spaces ignored).
 
-    >>> make_activation("tanh")
-    Tanh()
+    >>> activation_key(" ReLU")
+    'relu'
     """
     if not isinstance(name, str):
         raise TypeError(f"activation must be a str, got {type(name).__name__}")
@@ -49,7 +49,16 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(
             f"activation: unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
         )
-    return ACTIVATIONS[key]()
+    return key
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (see :data:`ACTIVATIONS`).
+
+    >>> make_activation("tanh")
+    Tanh()
+    """
+    return ACTIVATIONS[activation_key(name)]()
 
 
 def _check_positive_int(name: str, value: object) -> int:

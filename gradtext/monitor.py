@@ -554,7 +554,8 @@ class GradientMonitor:
             self._learn_structure(current)
         grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self._params]
         norms = self._norms(current, grads, device, exact=False)
-        activation, forward_check = self._activation_statistics(current, device, exact=False)
+        found = self._activations(current)
+        activation, forward_check = self._activation_statistics(found, device, exact=False)
         if self._nonfinite is None:
             outputs = [t.sum() for t in current.root_outputs if t.is_floating_point()]
             outputs_sum = torch.stack(outputs).sum().to(device) if outputs else 0
@@ -562,13 +563,13 @@ class GradientMonitor:
             if not bool(torch.isfinite(norms.sum() + forward_check + outputs_sum)):
                 # float32 norms overflow at about 1e19: recompute in float64, then look closer
                 norms = self._norms(current, grads, device, exact=True)
-                activation, _ = self._activation_statistics(current, device, exact=True)
+                activation, _ = self._activation_statistics(found, device, exact=True)
                 if not self._all_finite(current, grads):
                     self._nonfinite = self._locate(current, grads)
         self._rows.append(torch.cat([norms, activation]))
         self._steps.append(current.index)
         self._last = _Last(
-            activations=[(layer, tensor) for layer, _, tensor in self._activations(current)],
+            activations=[(layer, tensor) for layer, _, tensor in found],
             signals=[(current.calls[call].name, grad) for call, grad in current.grads
                      if call >= 0 and current.calls[call].name in self._layer_index],
         )
@@ -629,12 +630,12 @@ class GradientMonitor:
         return found
 
     def _activation_statistics(
-        self, current: _Pass, device: torch.device, exact: bool
+        self, found: list[tuple[int, str, torch.Tensor]], device: torch.device, exact: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(4 x layers): mean, std, saturated and dead fractions of each layer's activation,
-        pooled over the layer's calls; and a sum that is non-finite when an activation was."""
+        """(4 x layers): mean, std, saturated and dead fractions of each layer's activation
+        (``found``, from :meth:`_activations`), pooled over the layer's calls; and a sum that is
+        non-finite when an activation was."""
         layers = len(self.layer_names)
-        found = self._activations(current)
         if not found:
             empty = torch.full((4, layers), math.nan, dtype=torch.float64, device=device)
             return empty, torch.zeros((), dtype=torch.float64, device=device)

@@ -7,21 +7,10 @@ import math
 import numpy as np
 import torch
 
-from gradtext.models import ACTIVATIONS, make_activation
+from gradtext.models import activation_key, make_activation
 from gradtext.theory._checks import _check_nonnegative
 
 _GRID = np.linspace(-10.0, 10.0, 2000)  # standard-normal units; even count: no node at 0
-
-
-def _activation_name(activation: str) -> str:
-    if not isinstance(activation, str):
-        raise TypeError(f"activation must be a str, got {type(activation).__name__}")
-    key = activation.strip().lower()
-    if key not in ACTIVATIONS:
-        raise ValueError(
-            f"activation: unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}"
-        )
-    return key
 
 
 def _phi_and_derivative(activation: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +35,7 @@ def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
     >>> round(gaussian_moments("sigmoid", 1e-12)[1], 6)       # sigmoid'(0)^2 = 1/16
     0.0625
     """
-    activation = _activation_name(activation)
+    activation = activation_key(activation)
     q = _check_nonnegative("q", q)
     std = math.sqrt(q)
     points = int(min(max(2000, math.ceil(200 * std)), 40_000))  # z-spacing <= 0.1
@@ -67,6 +56,6 @@ def derivative_bound(activation: str) -> float:
     >>> derivative_bound("sigmoid"), derivative_bound("tanh"), derivative_bound("relu")
     (0.25, 1.0, 1.0)
     """
-    activation = _activation_name(activation)
+    activation = activation_key(activation)
     z = np.linspace(-20.0, 20.0, 40001)
     return float(np.abs(_phi_and_derivative(activation, z)[1]).max())

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gradtext.models import DeepMLP
+from gradtext.models import DeepMLP, activation_key
 from gradtext.theory._checks import (
     _check_nonnegative,
     _check_tensor,
     _check_widths,
     _per_layer,
 )
-from gradtext.theory.activations import _activation_name, gaussian_moments
+from gradtext.theory.activations import gaussian_moments
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def propagate_variance(
     0.0625
     """
     widths = _check_widths(widths)
-    activation = _activation_name(activation)
+    activation = activation_key(activation)
     depth = len(widths) - 1
     variances = _per_layer("weight_variance", weight_variance, depth)
     bias_variance = _check_nonnegative("bias_variance", bias_variance)
@@ -230,7 +230,7 @@ def critical_weight_variance(activation: str, *, bias_variance: float = 0.0) -> 
     >>> round(critical_weight_variance("relu"), 6), round(critical_weight_variance("linear"), 6)
     (2.0, 1.0)
     """
-    activation = _activation_name(activation)
+    activation = activation_key(activation)
     bias_variance = _check_nonnegative("bias_variance", bias_variance)
 
     def chi(weight_variance: float) -> float:
