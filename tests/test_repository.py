@@ -64,13 +64,16 @@ def test_every_chapter_is_in_the_table_of_contents_and_vice_versa():
         assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
 
 
-def test_readme_example_runs():
+def test_readme_examples_run():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## The package on your own model", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    fit_example, monitor_example = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(fit_example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own
     assert namespace["history"].diverged
+    namespace = {}
+    exec(compile(monitor_example, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["verdict"].kind == "vanishing"
 
 
 def test_ci_runs_the_readme_test_command():
