@@ -775,9 +775,9 @@ class GradientMonitor:
             return
         device = self._device()
         if device.type == "cpu" and all(t.device.type == "cpu" for t in tensors):
-            # one fused norm per dtype (fast; reading a CPU value is free); a non-finite result
-            # is confirmed entry by entry, as huge finite values can overflow it
-            total = float(_foreach_norms(tensors, device).sum())
+            # one fused norm (fast; reading a CPU value is free); a non-finite result is
+            # confirmed entry by entry, as huge finite values can overflow it
+            total = math.fsum(norm.item() for norm in torch._foreach_norm(tensors))
             if not math.isfinite(total) and not all(bool(torch.isfinite(t).all())
                                                     for t in tensors):
                 self._unrecorded_bad = current.index
@@ -794,7 +794,7 @@ class GradientMonitor:
     def _sampled_parameters(self) -> list[torch.Tensor]:
         """The views of the parameters that update ratios are measured on (see
         ``update_sample``), rebuilt when a parameter's storage was replaced."""
-        key = [(p.data_ptr(), p.shape, p.dtype, p.device) for p in self._params]
+        key = [(p.data_ptr(), p.shape) for p in self._params]
         if key != self._update_key:
             views, factors = zip(*(_update_view(p.detach(), self.update_sample)
                                    for p in self._params), strict=True)
@@ -828,8 +828,9 @@ class GradientMonitor:
             # ||before - after|| per tensor, fused: two reads, no difference tensor written
             distances = [torch.dist(before, after) for before, after in
                          zip(self._snapshot, views, strict=True)]
-        else:  # small samples: one fused subtraction and norm
-            distances = torch._foreach_norm(torch._foreach_sub(views, self._snapshot))
+        else:  # small samples: fused, the difference written over the copy
+            torch._foreach_sub_(self._snapshot, views)
+            distances = torch._foreach_norm(self._snapshot)
         if any(d.device != device for d in distances):
             distances = [d.to(device) for d in distances]
         owner_param, owner_layer = self._owners(device)
