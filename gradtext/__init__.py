@@ -9,7 +9,7 @@ own modules) monitoring, clipping, initialization and theory.
 device(type='cpu')
 """
 
-from gradtext import clip, init, models, plots, tasks, theory, widgets
+from gradtext import cells, clip, init, models, plots, tasks, theory, widgets
 from gradtext.clip import (
     AdaptiveGradientClipping,
     AutoClip,
@@ -38,6 +38,7 @@ __all__ = [
     "SequenceModel",
     "Thresholds",
     "ZScoreClip",
+    "cells",
     "clip",
     "clip_by_norm",
     "clip_by_value",
