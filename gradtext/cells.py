@@ -185,7 +185,8 @@ class LSTMCell(_GatedCell):
     at each step rather than by a weight matrix, which is why an LSTM whose forget gates sit
     near 1 carries gradients over many steps. ``forget_bias`` is added to the forget block
     of ``bias_ih`` after initialization to start it there: Gers, Schmidhuber & Cummins (2000)
-    and Jozefowicz, Zaremba & Sutskever (2015) recommend 1. The default 0 is PyTorch's cell.
+    proposed a positive forget bias, and Jozefowicz, Zaremba & Sutskever (2015) found 1 to work
+    well. The default 0 is PyTorch's cell.
 
     ``cell(x)`` or ``cell(x, (h, c))`` returns ``(h', c')``; a missing state is zeros.
 
@@ -276,7 +277,9 @@ class LSTMCell(_GatedCell):
         """An :class:`LSTMCell` with the weights of a ``torch.nn.LSTMCell``, or of a
         one-layer, unidirectional ``torch.nn.LSTM`` (``bias=True``, ``proj_size=0``), on the
         same device and with the same dtype. Raises TypeError for any other module and
-        ValueError for an LSTM of another shape.
+        ValueError for an LSTM of another shape. The copied weights already hold whatever forget
+        bias the source has; the copy's ``forget_bias`` is 0, so ``reset_parameters()`` on it
+        gives a fresh PyTorch-default cell.
 
         >>> import torch
         >>> lstm = torch.nn.LSTM(3, 4, batch_first=True).double()

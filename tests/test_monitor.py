@@ -146,6 +146,13 @@ def test_update_ratios_by_hand_and_every():
     np.testing.assert_allclose(mon.update_ratios(), expected, rtol=1e-9)
 
 
+def _train(net, opt, x, y, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+
 def _exact_update_ratios(net, opt, x, y, steps):
     """Update ratios of each step by hand, from copies of the parameters."""
     expected = []
@@ -179,10 +186,7 @@ def test_sampled_update_ratios_are_close_to_exact(optimizer, seed):
     net.load_state_dict(state)
     opt = make(net.parameters())
     with GradientMonitor(net, optimizer=opt) as mon:
-        for _ in range(4):
-            opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
+        _train(net, opt, x, y, steps=4)
     sampled = mon.update_ratios()
     np.testing.assert_allclose(sampled, expected, rtol=0.05)  # seen: 0.3% to 1.3%
     # ... and not trivially: the sample is a small part of the large layers
@@ -199,10 +203,7 @@ def test_exact_update_ratios_with_update_sample_none():
     net.load_state_dict(state)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     with GradientMonitor(net, optimizer=opt, update_sample=None) as mon:
-        for _ in range(3):
-            opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
+        _train(net, opt, x, y, steps=3)
     np.testing.assert_allclose(mon.update_ratios(), expected, rtol=1e-4)  # float32 steps
 
 
@@ -720,10 +721,7 @@ def test_last_values_and_plots_draw_and_mark_nonfinite():
     x, y = _batch(dtype=torch.float32)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with GradientMonitor(net, optimizer=opt) as mon:
-        for _ in range(4):
-            opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
+        _train(net, opt, x, y, steps=4)
     activations = mon.last_activations()
     assert list(activations) == mon.layer_names and activations["linears.0"].size == 32 * 16
     signals = mon.last_backward_signals()
