@@ -9,7 +9,7 @@ own modules) monitoring, clipping, initialization and theory.
 device(type='cpu')
 """
 
-from gradtext import cells, clip, init, models, plots, tasks, theory, widgets
+from gradtext import cells, clip, init, models, optim, plots, tasks, theory, widgets
 from gradtext.clip import (
     AdaptiveGradientClipping,
     AutoClip,
@@ -47,6 +47,7 @@ __all__ = [
     "global_grad_norm",
     "init",
     "models",
+    "optim",
     "plots",
     "resolve_device",
     "seed_everything",
