@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -71,6 +71,9 @@ class GRUGates:
     update: torch.Tensor
     candidate: torch.Tensor
     hidden: torch.Tensor
+
+
+_Cell = TypeVar("_Cell", bound="_GatedCell")
 
 
 class _GatedCell(nn.Module):
@@ -132,7 +135,9 @@ class _GatedCell(nn.Module):
         return value
 
     @classmethod
-    def _copy_from(cls, module: nn.Module, cell_type: type, layer_type: type) -> _GatedCell:
+    def _copy_from(
+        cls: type[_Cell], module: nn.Module, cell_type: type, layer_type: type
+    ) -> _Cell:
         """A cell with ``module``'s weights (same dtype and device); ``module`` is a
         ``cell_type`` or a one-layer, one-direction ``layer_type`` with biases."""
         if isinstance(module, cell_type):

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -102,11 +102,11 @@ class _WrittenOut(torch.optim.Optimizer):
         """The group's hyperparameters, checked and normalised (floats, bools)."""
         raise NotImplementedError
 
-    def _params_with_grad(self, group: dict[str, Any]) -> Iterator[torch.Tensor]:
-        """The group's parameters that have a gradient, checked."""
-        for p in group["params"]:
-            if p.grad is None:
-                continue  # no gradient, no update (and no state)
+    def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
+        """The group's parameters that have a gradient (no gradient: no update and no state),
+        all checked before any of them is updated."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients "
@@ -114,7 +114,7 @@ class _WrittenOut(torch.optim.Optimizer):
                 )
             if torch.is_complex(p):
                 raise TypeError(f"{type(self).__name__} does not support complex parameters")
-            yield p
+        return params
 
     @staticmethod
     def _evaluate(closure: _Closure | None) -> torch.Tensor | None:
@@ -264,7 +264,9 @@ class AdaGrad(_WrittenOut):
     gradient (and ``initial_accumulator_value = 0``) the step is ``lr / sqrt(t)`` at step
     ``t``, whatever the gradient's size. The
     state also counts steps (``"step"``), as PyTorch's does. PyTorch's ``lr_decay`` option is
-    left out (it is ``lr_decay = 0`` here).
+    left out (it is ``lr_decay = 0`` here). PyTorch creates every parameter's state when the
+    optimizer is built; here it is created at a parameter's first gradient, as in the other
+    optimizers, which gives the same steps.
 
     Parameters
     ----------

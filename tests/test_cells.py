@@ -244,6 +244,8 @@ def test_from_torch_rejects_other_modules():
         LSTMCell.from_torch(nn.LSTMCell(3, 4, bias=False))
     with pytest.raises(ValueError, match="num_layers=1"):
         GRUCell.from_torch(nn.GRU(3, 4, num_layers=2))
+    with pytest.raises(ValueError, match="unidirectional"):
+        GRUCell.from_torch(nn.GRU(3, 4, bidirectional=True))
     with pytest.raises(ValueError, match="bias=True"):
         GRUCell.from_torch(nn.GRU(3, 4, bias=False))
     with pytest.raises(TypeError, match="module must be a torch.nn.LSTMCell or torch.nn.LSTM"):
@@ -337,3 +339,24 @@ def test_from_torch_keeps_the_device_and_unroll_matches_on_cuda():
     assert cell.weight_ih.device.type == "cuda" and cell.weight_ih.dtype == F64
     x = torch.randn(2, 20, 3, dtype=F64, device="cuda")
     assert torch.allclose(unroll(cell, x).hidden, layer(x)[0], rtol=0, atol=1e-10)
+
+
+def test_reset_parameters_twice_does_not_add_the_forget_bias_twice():
+    torch.manual_seed(0)
+    cell = LSTMCell(3, 4, forget_bias=2.0)
+    torch.manual_seed(0)
+    cell.reset_parameters()
+    first = cell.bias_ih.detach().clone()
+    torch.manual_seed(0)
+    cell.reset_parameters()
+    assert torch.equal(cell.bias_ih.detach(), first)
+    assert float(first[4:8].min()) > 2.0 - 0.5  # shifted once: default bias within +-1/2
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_float32_cells_match_torch(kind):
+    torch.manual_seed(0)
+    theirs = nn.LSTM(3, 5, batch_first=True) if kind == "lstm" else nn.GRU(3, 5, batch_first=True)
+    ours = (LSTMCell if kind == "lstm" else GRUCell).from_torch(theirs)
+    x = torch.randn(4, 30, 3)
+    torch.testing.assert_close(unroll(ours, x).hidden, theirs(x)[0], rtol=1e-5, atol=1e-6)

@@ -394,6 +394,18 @@ def test_sparse_gradients_are_rejected(optimizer_type):
 
 
 @pytest.mark.parametrize("optimizer_type", [SGD, AdaGrad, RMSProp, Adam])
+def test_a_rejected_step_updates_nothing(optimizer_type):
+    # a dense parameter listed before the sparse one is left untouched too
+    dense = nn.Parameter(torch.ones(3))
+    embedding = nn.Embedding(10, 3, sparse=True)
+    optimizer = optimizer_type([dense, embedding.weight], lr=0.1)
+    (embedding(torch.tensor([1, 2])).sum() + dense.sum()).backward()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        optimizer.step()
+    assert torch.equal(dense.detach(), torch.ones(3)) and not optimizer.state
+
+
+@pytest.mark.parametrize("optimizer_type", [SGD, AdaGrad, RMSProp, Adam])
 def test_complex_parameters_are_rejected(optimizer_type):
     w = torch.zeros(2, dtype=torch.complex128, requires_grad=True)
     optimizer = optimizer_type([w], lr=0.1)
