@@ -99,8 +99,9 @@ class _WrittenOut(torch.optim.Optimizer):
         super().add_param_group(param_group)
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The group's hyperparameters, checked and normalised (floats, bools)."""
-        raise NotImplementedError
+        """The group's hyperparameters, checked and normalised (floats, bools). Each optimizer
+        below defines its own; this base class is never used on its own."""
+        raise TypeError(f"{type(self).__name__} must define _check_hyperparameters")
 
     def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
         """The group's parameters that have a gradient (no gradient: no update and no state),
