@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from gradtext import cells as gradtext_cells
 from gradtext import theory
 from gradtext.models import DeepMLP, ScalarRNN, SequenceModel, make_activation
 
@@ -371,6 +372,132 @@ def test_large_sigma_max_permits_but_does_not_force_explosion():
 def test_fit_decay_rate():
     assert theory.fit_decay_rate(3.0 * 0.7 ** np.arange(30)) == pytest.approx(0.7)
     assert theory.fit_decay_rate(1.1 ** np.arange(10), start=0) == pytest.approx(1.1)
+
+
+# --- state_decay: how fast any recurrent model forgets ---------------------------------------
+
+
+def _brute_force_state_norms(layer, sequence):
+    """||ds_T/ds_{T-k}|| by differentiating PyTorch's fused nn.LSTM/nn.GRU (batch_first) itself;
+    the state s is h, or h and c concatenated for an LSTM."""
+    steps, hidden = sequence.shape[0], layer.hidden_size
+    lstm = isinstance(layer, nn.LSTM)
+    norms = [1.0]
+    for k in range(1, steps + 1):
+        zeros = torch.zeros(1, 1, hidden, dtype=torch.float64)
+        if steps - k > 0:
+            state = layer(sequence[: steps - k].unsqueeze(0))[1]
+        else:
+            state = (zeros, zeros) if lstm else zeros
+        start = torch.cat([s.view(-1) for s in state]) if lstm else state.view(-1)
+        suffix = sequence[steps - k:].unsqueeze(0)
+
+        def last_state(s, suffix=suffix):
+            if lstm:
+                h, c = layer(suffix, (s[:hidden].view(1, 1, -1), s[hidden:].view(1, 1, -1)))[1]
+                return torch.cat([h.view(-1), c.view(-1)])
+            return layer(suffix, s.view(1, 1, -1))[1].view(-1)
+
+        jac = torch.autograd.functional.jacobian(last_state, start.detach())
+        norms.append(float(torch.linalg.matrix_norm(jac, ord=2)))
+    return np.array(norms)
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_state_decay_matches_autograd_through_fused_lstm_and_gru(kind):
+    torch.manual_seed(3)
+    layer = kind(2, 5, batch_first=True).double()
+    sequence = torch.randn(9, 2, dtype=torch.float64)
+    result = theory.state_decay(layer, sequence)
+    expected = _brute_force_state_norms(layer, sequence)
+    np.testing.assert_allclose(result.norms, expected, rtol=1e-9, atol=1e-14)
+    assert result.rate == pytest.approx(theory.fit_decay_rate(expected))
+
+
+def test_state_decay_is_the_same_for_every_form_of_one_lstm():
+    torch.manual_seed(4)
+    model = SequenceModel("lstm", input_size=2, hidden_size=6, output_size=1)
+    batch = torch.randn(3, 15, 2)
+    reference = theory.state_decay(model, batch)
+    assert reference.norms.shape == (16,) and reference.norms[0] == pytest.approx(1.0)
+    # the geometric mean over the batch of the per-sequence curves
+    singles = np.stack([theory.state_decay(model, batch[i]).norms for i in range(3)])
+    np.testing.assert_allclose(reference.norms, np.exp(np.log(singles).mean(axis=0)), rtol=1e-12)
+    time_major = nn.LSTM(2, 6)  # batch_first=False: inputs are (time, batch, features)
+    torch_cell = nn.LSTMCell(2, 6)
+    with torch.no_grad():
+        for name, parameter in model.rnn.named_parameters():
+            getattr(time_major, name).copy_(parameter)
+            getattr(torch_cell, name.removesuffix("_l0")).copy_(parameter)
+    ours = gradtext_cells.LSTMCell.from_torch(torch_cell)
+    for other, inputs in [(model.rnn, batch), (time_major, batch.transpose(0, 1)),
+                          (torch_cell, batch), (ours, batch)]:
+        result = theory.state_decay(other, inputs)
+        np.testing.assert_allclose(result.norms, reference.norms, rtol=1e-10)
+        assert result.rate == pytest.approx(reference.rate, rel=1e-10)
+
+
+def test_state_decay_of_an_rnn_agrees_with_rnn_jacobian_norms_and_the_cell_path():
+    torch.manual_seed(5)
+    rnn = nn.RNN(2, 8, batch_first=True)
+    cell = nn.RNNCell(2, 8)
+    with torch.no_grad():
+        for name, parameter in rnn.named_parameters():
+            getattr(cell, name.removesuffix("_l0")).copy_(parameter)
+    sequence = torch.randn(20, 2)
+    direct = theory.rnn_jacobian_norms(rnn, sequence)
+    np.testing.assert_allclose(theory.state_decay(rnn, sequence).norms, direct, rtol=1e-12)
+    np.testing.assert_allclose(theory.state_decay(cell, sequence).norms, direct, rtol=1e-9)
+
+
+def test_state_decay_recovers_a_known_factor_and_its_time_constant():
+    # ReLU units that are always on: every step's Jacobian is W_hh = 0.6 I exactly
+    rnn = nn.RNN(1, 4, batch_first=True, nonlinearity="relu").double()
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(0.6 * torch.eye(4, dtype=torch.float64))
+        rnn.weight_ih_l0.fill_(1.0)
+        rnn.bias_ih_l0.fill_(0.5)
+        rnn.bias_hh_l0.zero_()
+    result = theory.state_decay(rnn, torch.rand(2, 12, 1, dtype=torch.float64))
+    np.testing.assert_allclose(result.norms, 0.6 ** np.arange(13), rtol=1e-12)
+    assert result.rate == pytest.approx(0.6)
+    assert result.time_constant == pytest.approx(-1 / math.log(0.6))
+    assert theory.StateDecay(norms=np.ones(3), rate=1.2).time_constant == math.inf
+
+
+def test_state_decay_of_units_that_are_all_off_is_zero():
+    rnn = nn.RNN(1, 3, batch_first=True, nonlinearity="relu")
+    with torch.no_grad():
+        for parameter in rnn.parameters():
+            parameter.fill_(-1.0)
+    result = theory.state_decay(rnn, torch.rand(10, 1))
+    assert result.rate == 0.0 and result.time_constant == 0.0
+    assert result.norms[0] == 1.0 and np.all(result.norms[1:] == 0)
+
+
+def test_state_decay_leaves_the_model_alone():
+    torch.manual_seed(6)
+    model = SequenceModel("gru", input_size=2, hidden_size=4, output_size=1)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    theory.state_decay(model, torch.randn(2, 6, 2))
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.float32
+        assert torch.equal(parameter, before[name])
+
+
+def test_state_decay_rejects_bad_input():
+    with pytest.raises(TypeError, match="model must be an nn.RNN, nn.LSTM"):
+        theory.state_decay(nn.Linear(2, 2), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="num_layers=1"):
+        theory.state_decay(nn.LSTM(2, 3, num_layers=2, batch_first=True), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="bidirectional"):
+        theory.state_decay(nn.GRU(2, 3, bidirectional=True, batch_first=True), torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r"inputs must be \(time, 2\)"):
+        theory.state_decay(nn.GRU(2, 3, batch_first=True), torch.randn(5, 3))
+    with pytest.raises(ValueError, match="start must leave at least two points"):
+        theory.state_decay(nn.GRU(2, 3, batch_first=True), torch.randn(5, 2), start=5)
+    with pytest.raises(ValueError, match="start must be an int >= 0"):
+        theory.state_decay(nn.GRU(2, 3, batch_first=True), torch.randn(5, 2), start=-1)
 
 
 # --- the scalar RNN and its cliff -----------------------------------------------------------

@@ -17,9 +17,10 @@ Four ideas, in the order the book uses them:
    :func:`spectrum_spread` (``var(lambda) / mean(lambda)^2`` of the squared singular values).
 3. **Recurrent nets** (Bengio et al. 1994; Pascanu, Mikolov & Bengio 2013): the same weight
    matrix enters every step, so ``dh_T/dh_{T-k}`` is a product of ``k`` per-step Jacobians.
-   :func:`rnn_jacobian_norms` measures its norm for every ``k``; :func:`pascanu_regime` says
-   whether the largest singular value of the recurrent matrix guarantees vanishing or permits
-   exploding.
+   :func:`rnn_jacobian_norms` measures its norm for every ``k`` (:func:`cell_jacobian_norms`
+   for any cell); :func:`state_decay` gives the per-step factor of any RNN, LSTM or GRU, and
+   :func:`pascanu_regime` says whether the largest singular value of the recurrent matrix
+   guarantees vanishing or permits exploding.
 4. **The cliff** of Pascanu et al.'s one-unit RNN ``x_t = w * sigmoid(x_{t-1}) + b``:
    :func:`scalar_rnn_loss_surface`, :func:`scalar_rnn_descent` and :func:`steepest_point`.
 
@@ -63,10 +64,12 @@ from gradtext.theory.propagation import (
 )
 from gradtext.theory.recurrent import (
     PascanuRegime,
+    StateDecay,
     cell_jacobian_norms,
     fit_decay_rate,
     pascanu_regime,
     rnn_jacobian_norms,
+    state_decay,
 )
 from gradtext.theory.spectrum import (
     extreme_singular_values,
@@ -82,6 +85,7 @@ __all__ = [
     "Propagation",
     "QuadraticDescent",
     "ScalarRNNProblem",
+    "StateDecay",
     "SteepestPoint",
     "cell_jacobian_norms",
     "critical_weight_variance",
@@ -100,5 +104,6 @@ __all__ = [
     "scalar_rnn_descent",
     "scalar_rnn_loss_surface",
     "spectrum_spread",
+    "state_decay",
     "steepest_point",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,6 +181,117 @@ def fit_decay_rate(norms: np.ndarray, *, start: int = 1) -> float:
         raise ValueError("norms must contain at least two positive finite values after start")
     slope = np.polyfit(ks[keep], np.log(values[keep]), 1)[0]
     return float(math.exp(slope))
+
+
+@dataclass(frozen=True)
+class StateDecay:
+    """How fast a recurrent model forgets: see :func:`state_decay`.
+
+    ``norms[k]`` is ``||ds_T/ds_{T-k}||_2`` for ``k = 0..T`` (geometric mean over the
+    sequences), ``rate`` the per-step factor fitted to it by :func:`fit_decay_rate` (0 when the
+    last state does not depend on earlier ones at all).
+
+    >>> StateDecay(norms=0.5 ** np.arange(4), rate=0.5).time_constant   # 1 / ln 2 steps
+    1.4426950408889634
+    """
+
+    norms: np.ndarray
+    rate: float
+
+    @property
+    def time_constant(self) -> float:
+        """Steps back over which the fitted dependence falls by a factor ``e``,
+        ``-1 / ln(rate)``; infinite when ``rate >= 1`` (the state does not decay), 0 when
+        ``rate`` is 0 (nothing is carried even one step)."""
+        if self.rate >= 1:
+            return math.inf
+        return -1.0 / math.log(self.rate) if self.rate > 0 else 0.0
+
+
+def _float64_copy(module: nn.Module) -> nn.Module:
+    """A float64 copy of ``module`` on the CPU; the caller's module is left alone."""
+    return copy.deepcopy(module).to(device="cpu", dtype=torch.float64)
+
+
+def _joint_lstm_step(
+    cell: Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, ...]],
+    hidden: int,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An LSTM cell as one map of its whole state ``s = (h, c)``, concatenated."""
+
+    def step(x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        h, c = cell(x_t, (state[:, :hidden], state[:, hidden:]))
+        return torch.cat([h, c], dim=1)
+
+    return step
+
+
+def state_decay(model: nn.Module, inputs: torch.Tensor, *, start: int = 1) -> StateDecay:
+    """How strongly a recurrent model's last state depends on its state ``k`` steps earlier.
+
+    Runs ``model`` over ``inputs`` from a zero state and returns
+    ``norms[k] = ||ds_T/ds_{T-k}||_2`` for ``k = 0..T`` (geometric mean over the sequences of
+    the batch) and the per-step factor fitted to it from ``k = start`` (:func:`fit_decay_rate`).
+    The state ``s`` is ``h`` for an RNN or GRU and ``h`` and ``c`` together for an LSTM, whose
+    cell state is where the long-range dependence lives. A factor well below 1 means that the
+    gradient through time vanishes, so the model cannot learn dependencies much longer than
+    :attr:`StateDecay.time_constant` steps; near 1, it carries them.
+
+    ``model`` is an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` (one layer, one direction; an LSTM
+    without projections), a :class:`~gradtext.models.SequenceModel` around one, an
+    ``nn.RNNCell``, ``nn.LSTMCell`` or ``nn.GRUCell``, or a :mod:`gradtext.cells` cell.
+    ``inputs`` is one sequence ``(T, input_size)`` or a batch ``(batch, T, input_size)``
+    (time first when an ``nn.RNN``/``nn.LSTM``/``nn.GRU`` has ``batch_first=False``). Computed
+    in float64 on a copy of the weights; the model is not changed.
+
+    >>> _ = torch.manual_seed(0)
+    >>> lstm = torch.nn.LSTM(2, 8, batch_first=True)
+    >>> result = state_decay(lstm, torch.randn(4, 30, 2))
+    >>> result.norms.shape, float(result.norms[0])
+    ((31,), 1.0)
+    >>> bool(result.rate < 1), bool(result.time_constant < 30)   # forgets within a few steps
+    (True, True)
+    """
+    from gradtext import cells  # here, not at the top: gradtext.cells is not a theory module
+
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
+    rnn = model.rnn if isinstance(model, SequenceModel) else model
+    if isinstance(rnn, (nn.RNN, nn.LSTM, nn.GRU)):
+        sequences = _sequences(inputs, rnn.input_size, rnn.batch_first)
+    elif isinstance(rnn, (nn.RNNCell, nn.LSTMCell, nn.GRUCell, cells.LSTMCell, cells.GRUCell)):
+        sequences = _sequences(inputs, rnn.input_size, batch_first=True)
+    else:
+        raise TypeError(
+            "model must be an nn.RNN, nn.LSTM, nn.GRU, a SequenceModel, an nn.RNNCell, "
+            f"nn.LSTMCell or nn.GRUCell, or a gradtext.cells cell, got {type(model).__name__}"
+        )
+    if start > sequences.shape[1] - 1:
+        raise ValueError(
+            f"start must leave at least two points to fit (start <= T - 1 = "
+            f"{sequences.shape[1] - 1}), got {start}"
+        )
+    hidden = rnn.hidden_size
+    if isinstance(rnn, nn.RNN):
+        norms = rnn_jacobian_norms(rnn, sequences)
+    else:
+        if isinstance(rnn, (nn.LSTM, nn.LSTMCell)):
+            cell: nn.Module = cells.LSTMCell.from_torch(rnn)
+        elif isinstance(rnn, (nn.GRU, nn.GRUCell)):
+            cell = cells.GRUCell.from_torch(rnn)
+        else:
+            cell = rnn
+        cell = _float64_copy(cell)
+        if isinstance(cell, cells.LSTMCell):
+            step, size = _joint_lstm_step(cell, hidden), 2 * hidden
+        else:
+            step, size = cell, hidden
+        norms = cell_jacobian_norms(step, sequences, torch.zeros(size, dtype=torch.float64))
+    with np.errstate(divide="ignore"):  # a state that stops depending at all gives norm 0
+        curve = np.exp(np.log(norms).mean(axis=0))
+    if np.all(curve[start:] == 0):  # e.g. ReLU units that are all off: nothing is carried
+        return StateDecay(norms=curve, rate=0.0)
+    return StateDecay(norms=curve, rate=fit_decay_rate(curve, start=start))
 
 
 @dataclass(frozen=True)
