@@ -116,6 +116,11 @@ class _GatedCell(nn.Module):
                 f"x has dtype {x.dtype} but the cell's parameters are {self.weight_ih.dtype}; "
                 "convert one of them (e.g. cell.double())"
             )
+        if x.device != self.weight_ih.device:
+            raise ValueError(
+                f"x is on {x.device} but the cell's parameters are on {self.weight_ih.device}; "
+                "move one of them (e.g. x.to(cell.weight_ih.device))"
+            )
         return x
 
     def _check_hidden(self, name: str, value: object, x: torch.Tensor) -> torch.Tensor:
@@ -132,6 +137,8 @@ class _GatedCell(nn.Module):
             )
         if value.dtype != x.dtype:
             raise ValueError(f"{name} has dtype {value.dtype} but x has {x.dtype}")
+        if value.device != x.device:
+            raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
         return value
 
     @classmethod
@@ -451,6 +458,11 @@ def unroll(
         raise ValueError(
             f"inputs have dtype {inputs.dtype} but the cell's parameters are "
             f"{cell.weight_ih.dtype}; convert one of them (e.g. cell.double())"
+        )
+    if inputs.device != cell.weight_ih.device:
+        raise ValueError(
+            f"inputs are on {inputs.device} but the cell's parameters are on "
+            f"{cell.weight_ih.device}; move one of them"
         )
     if inputs.shape[1] == 0:
         raise ValueError("inputs must have at least one time step, got time = 0")

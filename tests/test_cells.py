@@ -306,6 +306,11 @@ def test_bad_step_inputs():
         gru(x, torch.zeros(2, 5))
     with pytest.raises(ValueError, match="h has dtype torch.float64"):
         gru(x, torch.zeros(2, 4, dtype=F64))
+    # another device (the meta device stands in for a GPU): named, not a cryptic torch error
+    with pytest.raises(ValueError, match="x is on meta but the cell's parameters are on cpu"):
+        lstm(torch.zeros(2, 3, device="meta"))
+    with pytest.raises(ValueError, match="h is on meta but x is on cpu"):
+        gru(x, torch.zeros(2, 4, device="meta"))
 
 
 def test_bad_unroll_inputs():
@@ -328,6 +333,8 @@ def test_bad_unroll_inputs():
         unroll(gru, torch.zeros(2, 5, 3), torch.zeros(1, 4))
     with pytest.raises(ValueError, match=r"state\[1\] \(c\) must be"):
         unroll(lstm, torch.zeros(2, 5, 3), (torch.zeros(2, 4), torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="inputs are on meta but the cell's parameters are on cpu"):
+        unroll(gru, torch.zeros(2, 5, 3, device="meta"))
 
 
 @pytest.mark.gpu
