@@ -23,7 +23,8 @@ What it records, once per backward pass (every ``every``-th pass):
   vanishing gradients is about; parameter-gradient tools do not show it.
 - **activation statistics**: mean, standard deviation, the fraction of saturated units
   (tanh: ``|a| > 1 - margin``; sigmoid: within ``margin`` of 0 or 1) and the fraction of dead
-  units (ReLU: units, i.e. entries of the last dimension, that are zero for every example).
+  units (ReLU: units that are zero for every example; a unit is an entry of the last dimension,
+  or for a convolution layer a channel, zero at every position too).
   *Which activation belongs to which layer*: when a parameter-free activation module
   (``nn.Tanh``, ``nn.ReLU``, ...) runs right after a layer, before the next layer runs, its output
   counts as that layer's activation (``DeepMLP``'s ``activations.i`` belongs to ``linears.i``);
@@ -45,8 +46,20 @@ NaN/Inf came from costs nothing until one appears: the monitor keeps references 
 of the current recorded pass and only inspects them, module by module, when a statistic comes
 out non-finite. ``benchmarks/monitor_overhead.py`` measures the overhead.
 
-A forward pass run with gradients enabled but never followed by ``backward()`` counts towards
-the next backward pass; run evaluation under ``torch.no_grad()``.
+What counts as a pass: a call of the model's own ``forward`` (calling its submodules directly
+records nothing) followed by a backward pass that accumulates into the parameters' ``.grad``.
+
+- A forward pass run with gradients enabled but never followed by ``backward()`` counts towards
+  the next backward pass; run evaluation under ``torch.no_grad()``.
+- ``torch.autograd.grad`` (a gradient penalty, a saliency map) leaves ``.grad`` alone, so it is
+  neither counted nor recorded.
+- With gradient accumulation, each micro-batch's ``backward()`` is a pass, recorded with the
+  gradient accumulated so far; update ratios are measured for a recorded pass that the
+  optimizer step directly follows. A second ``backward(retain_graph=True)`` through the same
+  graph belongs to the pass that graph was recorded in.
+- A copy of the model made while the monitor is attached (``copy.deepcopy``, ``torch.save``)
+  carries an inert hook in place of each of the monitor's hooks: it does nothing and does not
+  feed the monitor.
 
 >>> import torch
 >>> from torch import nn
@@ -109,7 +122,9 @@ class Thresholds:
     """When :meth:`GradientMonitor.diagnose` calls a run exploding or vanishing.
 
     Layers are compared in the order they run (input side first). A rule fires at the first
-    recorded step where it holds.
+    recorded step where it holds. The first-to-last comparison uses the layers that ran as
+    modules; parameters of the model itself, and of a module whose weights are used without
+    calling it (``nn.MultiheadAttention``'s ``out_proj``), have no known place in that order.
 
     - ``layer_ratio``: the first layer's gradient norm is more than ``layer_ratio`` times the
       last layer's (exploding towards the input) or less than ``1 / layer_ratio`` times it
@@ -125,6 +140,10 @@ class Thresholds:
       value at the first recorded step (a run that blows up during training). Default 1e3.
     - ``update_ratio_high``: some layer's update-to-weight ratio exceeds it (needs an
       optimizer). Default 0.1 (the rule of thumb for healthy is about 1e-3).
+
+    The rules that compare with the weights (``grad_to_weight_*``, ``update_ratio_high``) leave
+    out layers whose weights were all zero at the first recorded step, such as a ReZero gate or
+    a zero-initialised normalisation scale: they have no scale to compare with yet.
     - ``saturation_margin``: a tanh unit with ``|a| > 1 - margin`` or a sigmoid unit within
       ``margin`` of 0 or 1 counts as saturated. Default 0.01.
 
@@ -188,6 +207,35 @@ class Diagnosis:
         return self.kind != "ok"
 
 
+def _inert_hook(*args: Any) -> None:
+    """What a copy of a monitored module or optimizer gets in place of the monitor's hook."""
+
+
+def _inert() -> Any:
+    return _inert_hook
+
+
+class _Hook:
+    """One of the monitor's hooks. A copy of the module or optimizer it is registered on, made
+    while the monitor is attached (``copy.deepcopy`` for an EMA or best-model snapshot,
+    ``torch.save(model)``), gets an inert hook instead of a copy of the whole monitor, so that
+    the copy never feeds this monitor, nor a copy of it, and pickles without it."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return _inert_hook
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _inert, ()
+
+
 @dataclass
 class _Call:
     """One call of one module during a recorded pass.
@@ -221,6 +269,9 @@ class _Pass:
     grads: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # in arrival order
     root_outputs: list[torch.Tensor] = field(default_factory=list)
     queued: bool = False
+    # each parameter's .grad (and its version) when the pass began, to tell at its end whether
+    # the backward pass accumulated into them (loss.backward()) or not (torch.autograd.grad)
+    grads_before: list[tuple[torch.Tensor | None, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -307,12 +358,13 @@ def _update_view(tensor: torch.Tensor, sample: int | None) -> tuple[torch.Tensor
 
 
 def _activation_counts(
-    a: torch.Tensor, kind: str | None, margin: float, nan: torch.Tensor, exact: bool
+    a: torch.Tensor, kind: str | None, margin: float, nan: torch.Tensor, exact: bool,
+    unit_dim: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum, number of saturated entries (tanh: ``|a| > 1 - margin``; sigmoid:
     within ``margin`` of 0 or 1) and number of entries in dead units (ReLU: units, i.e. entries
-    of the last dimension, that are zero for every example) of one activation tensor; ``nan``
-    where a count does not apply. ``exact=True`` accumulates in float64."""
+    of dimension ``unit_dim``, that are zero for every example and position) of one activation
+    tensor; ``nan`` where a count does not apply. ``exact=True`` accumulates in float64."""
     dtype = torch.float64 if exact else None
     total = a.sum(dtype=dtype)
     if kind == "tanh":
@@ -322,11 +374,25 @@ def _activation_counts(
     else:
         saturated = nan
     if kind == "relu" and a.dim() > 0 and a.numel() > 0:
-        units = a.shape[-1]
-        dead = a.reshape(-1, units).amax(0).le(0).sum() * (a.numel() // units)
+        if unit_dim in (-1, a.dim() - 1) or a.dim() <= unit_dim:
+            units = a.shape[-1]
+            largest = a.reshape(-1, units).amax(0)
+        else:  # channels of a convolution: (batch, channels, positions...)
+            units = a.shape[unit_dim]
+            largest = a.movedim(unit_dim, 0).reshape(units, -1).amax(1)
+        dead = largest.le(0).sum() * (a.numel() // units)
     else:
         dead = nan
     return total, saturated, dead
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A flat NumPy copy of ``tensor``; dtypes NumPy lacks (bfloat16, float8) as float32."""
+    tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32,
+                                                           torch.float64):
+        tensor = tensor.float()
+    return tensor.cpu().numpy().ravel()
 
 
 def _nonfinite_counts(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
@@ -469,9 +535,16 @@ class GradientMonitor:
         self._modules = dict(model.named_modules())
         self._saturation_kind = {name: self._layer_kind(module)
                                  for name, module in self._modules.items()}
+        # where a layer's units are in its activation: channels (dimension 1) for convolutions
+        self._unit_dim = [1 if isinstance(self._modules[name], nn.modules.conv._ConvNd) else -1
+                          for name in self.layer_names]
         # name of the module whose output is each layer's activation; known after one pass
         self.activation_sources: dict[str, str] = {}
         self._order: list[int] | None = None  # layer indices in the order they first ran
+        # how many layers at the start of _order ran as modules (the others are left out of the
+        # first-to-last comparison: the model's own parameters, or a module whose weights are
+        # used without calling it, such as nn.MultiheadAttention's out_proj)
+        self._ran = 0
 
         self._rows: list[torch.Tensor] = []  # one (statistics x layers) tensor per step
         self._updates: dict[int, torch.Tensor] = {}  # row number -> per-layer update ratio
@@ -505,8 +578,8 @@ class GradientMonitor:
         if self.active:
             raise RuntimeError("this GradientMonitor is already active (entered twice)")
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._on_root_start))
-            self._handles.append(self.model.register_forward_hook(self._on_root_end))
+            self._handles.append(self.model.register_forward_pre_hook(_Hook(self._on_root_start)))
+            self._handles.append(self.model.register_forward_hook(_Hook(self._on_root_end)))
             self.active = True
             if self.optimizer is not None:
                 self._hook_optimizer()
@@ -532,7 +605,7 @@ class GradientMonitor:
         passes in between cost one hook call."""
         if not self._module_handles:
             self._module_handles = [
-                module.register_forward_hook(partial(self._on_forward, name))
+                module.register_forward_hook(_Hook(partial(self._on_forward, name)))
                 for name, module in self._modules.items() if module is not self.model
             ]
 
@@ -560,8 +633,8 @@ class GradientMonitor:
     def _hook_optimizer(self) -> None:
         assert self.optimizer is not None
         self._optimizer_handles = [
-            self.optimizer.register_step_pre_hook(self._before_step),
-            self.optimizer.register_step_post_hook(self._after_step),
+            self.optimizer.register_step_pre_hook(_Hook(self._before_step)),
+            self.optimizer.register_step_post_hook(_Hook(self._after_step)),
         ]
 
     # ------------------------------------------------------------------ hooks
@@ -576,7 +649,8 @@ class GradientMonitor:
     def _on_root_start(self, module: nn.Module, inputs: Any) -> None:
         if self._pass is None and torch.is_grad_enabled():
             recording = self._passes % self.every == 0
-            self._pass = _Pass(index=self._passes, recording=recording)
+            self._pass = _Pass(index=self._passes, recording=recording,
+                               grads_before=self._grad_versions())
             if recording:
                 self._hook_modules()
 
@@ -614,17 +688,27 @@ class GradientMonitor:
 
     def _on_grad(self, current: _Pass, call: int, grad: torch.Tensor) -> None:
         if current.recording or call < 0:
-            current.grads.append((call, grad))
+            # detached: under backward(create_graph=True) the gradient carries a graph
+            current.grads.append((call, grad.detach()))
         if not current.queued:
             current.queued = True
             engine = torch.autograd.Variable._execution_engine
             engine.queue_callback(partial(self._end_of_backward, current))
+
+    def _grad_versions(self) -> list[tuple[torch.Tensor | None, int]]:
+        return [(g, g._version) if (g := p.grad) is not None else (None, 0)
+                for p in self._params]
 
     def _end_of_backward(self, current: _Pass) -> None:
         if self._pass is current:
             self._pass = None
             if self.every > 1:  # recording every pass: the module hooks stay
                 self._unhook_modules()
+        if all(p.grad is before and (before is None or before._version == version)
+               for p, (before, version) in zip(self._params, current.grads_before, strict=True)):
+            # no parameter gradient was accumulated: torch.autograd.grad (a gradient penalty,
+            # a saliency map), not a training step; it is neither counted nor recorded
+            return
         self._passes += 1
         if current.recording:
             self._record(current)
@@ -639,7 +723,8 @@ class GradientMonitor:
         device = self._device()
         if self._order is None:
             self._learn_structure(current)
-        grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self._params]
+        grads = [p.grad.detach() if p.grad is not None else p.new_zeros(())
+                 for p in self._params]
         norms = self._norms(current, grads, device, exact=False)
         found = self._activations(current)
         activation, forward_check = self._activation_statistics(found, device, exact=False)
@@ -693,6 +778,11 @@ class GradientMonitor:
             torch.tensor([layer for layer, _ in signals], dtype=torch.long, device=device),
             layers,
         )
+        ran = {self._layer_index.get(call.name) for call in current.calls}
+        if len(ran) <= layers:  # a layer whose module never ran has no output: NaN, not 0
+            missing = [i for i in range(layers) if i not in ran]
+            if missing:
+                backward.index_fill_(0, torch.tensor(missing, device=device), math.nan)
         return torch.stack([_layer_norms(grad, owner_layer, layers), backward,
                             _layer_norms(weight, owner_layer, layers)])
 
@@ -729,7 +819,8 @@ class GradientMonitor:
             return empty, torch.zeros((), dtype=torch.float64, device=device)
         sums, saturated, dead = zip(*(
             _activation_counts(a, self._saturation_kind.get(name), margin, self._nan(a.device),
-                               exact) for _, name, a in found), strict=True)
+                               exact, self._unit_dim[layer]) for layer, name, a in found),
+            strict=True)
         squares = _foreach_norms([a for _, _, a in found], device, exact).square()
         per_call = torch.stack([torch.stack(sums).to(device, torch.float64), squares,
                                 torch.stack(saturated).to(device, torch.float64),
@@ -746,12 +837,19 @@ class GradientMonitor:
         return torch.stack([averaged[:, 0], std, averaged[:, 2], averaged[:, 3]]), check
 
     def _learn_structure(self, current: _Pass) -> None:
-        """From the first recorded pass: the order layers run in, and each layer's activation."""
+        """From the first recorded pass: the order layers run in, and each layer's activation.
+
+        The model itself finishes its forward last, whatever its own parameters do, so when it
+        owns parameters and other layers ran, it is placed after them, among the layers whose
+        place in the computation is unknown."""
         order: list[int] = []
         for call in current.calls:
             layer = self._layer_index.get(call.name)
-            if layer is not None and layer not in order:
+            if layer is not None and layer not in order and call.name != "":
                 order.append(layer)
+        if not order and "" in self._layer_index:  # the model is the only layer that ran
+            order.append(self._layer_index[""])
+        self._ran = len(order)
         order += [i for i in range(len(self.layer_names)) if i not in order]
         self._order = order
         for layer, name, _ in self._activations(current):
@@ -767,7 +865,7 @@ class GradientMonitor:
         if isinstance(self._unrecorded_bad, int):
             return  # the first one is already known
         module = self._modules[self.layer_names[self._order[0] if self._order else 0]]
-        tensors = [p.grad for p in module._parameters.values()
+        tensors = [p.grad.detach() for p in module._parameters.values()
                    if p is not None and p.grad is not None]
         tensors += [t for t in current.root_outputs if t.is_floating_point()]
         tensors += [g for _, g in current.grads]
@@ -836,7 +934,10 @@ class GradientMonitor:
         owner_param, owner_layer = self._owners(device)
         estimate = torch.stack(distances).to(torch.float64) * self._update_factor
         change = _layer_norms(estimate[owner_param], owner_layer, len(self.layer_names))
-        self._updates[row] = change / self._rows[row][_ROW["weight"]]
+        weight = self._rows[row][_ROW["weight"]]
+        # a layer whose weights are all zero (ReZero's gate, a zero-initialised norm scale) has
+        # no relative change: NaN, not Inf
+        self._updates[row] = torch.where(weight > 0, change / weight, self._nan(device))
 
     # ------------------------------------------------------------------ reading
     @property
@@ -854,7 +955,9 @@ class GradientMonitor:
         return self._stat("grad")
 
     def backward_norms(self) -> np.ndarray:
-        """``||dL/dh_l||``, the backward signal at each layer's output, per step and layer."""
+        """``||dL/dh_l||``, the backward signal at each layer's output, per step and layer;
+        NaN for a layer whose module did not run in that pass (its weights may still have been
+        used directly, as ``nn.MultiheadAttention`` uses ``out_proj.weight``)."""
         return self._stat("backward")
 
     def weight_norms(self) -> np.ndarray:
@@ -874,12 +977,14 @@ class GradientMonitor:
         return self._stat("saturated")
 
     def dead_fractions(self) -> np.ndarray:
-        """Fraction of ReLU units that were zero for the whole batch (NaN for others)."""
+        """Fraction of ReLU units that were zero for the whole batch (NaN for others); the
+        units of a convolution layer are its channels."""
         return self._stat("dead")
 
     def update_ratios(self) -> np.ndarray:
         """``||W_after - W_before|| / ||W_before||`` per step and layer; NaN where no optimizer
-        step followed the recorded backward pass."""
+        step followed the recorded backward pass, and where the layer's weights were all zero
+        before the step (a parameter initialised at zero), since the ratio is undefined there."""
         layers = len(self.layer_names)
         result = np.full((len(self._rows), layers), np.nan)
         if self._updates:
@@ -894,7 +999,7 @@ class GradientMonitor:
             return {}
         result: dict[str, list[np.ndarray]] = {}
         for layer, tensor in self._last.activations:
-            result.setdefault(self.layer_names[layer], []).append(tensor.cpu().numpy().ravel())
+            result.setdefault(self.layer_names[layer], []).append(_to_numpy(tensor))
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
     def last_backward_signals(self) -> dict[str, np.ndarray]:
@@ -904,7 +1009,7 @@ class GradientMonitor:
             return {}
         result: dict[str, list[np.ndarray]] = {}
         for name, grad in self._last.signals:
-            result.setdefault(name, []).append(grad.detach().cpu().numpy().ravel())
+            result.setdefault(name, []).append(_to_numpy(grad))
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
     # ------------------------------------------------------------------ NaN/Inf origin
@@ -1077,19 +1182,25 @@ class GradientMonitor:
             return Diagnosis("ok", None, None, None, {},
                              "Nothing recorded yet: run a forward and backward pass first.")
         order = self._order or list(range(len(self.layer_names)))
+        ran = max(self._ran, 1)
         names = [self.layer_names[i] for i in order]
         grad = self.grad_norms()[:, order]
         weight = self.weight_norms()[:, order]
         updates = self.update_ratios()[:, order]
         with np.errstate(divide="ignore", invalid="ignore"):
             relative = np.where(weight > 0, grad / weight, np.nan)
+        # weights that started at zero (a ReZero gate, a zero-initialised norm scale) have no
+        # scale to compare a gradient or an update with: left out of those rules
+        started_at_zero = weight[0] == 0
+        relative[:, started_at_zero] = np.nan
+        updates[:, started_at_zero] = np.nan
         start = grad[0].max()
         for row, step in enumerate(self._steps):
             g, rel, upd = grad[row], relative[row], updates[row]
-            found = self._judge(t, names, step, g, rel, upd, start)
+            found = self._judge(t, names, ran, step, g, rel, upd, start)
             if found is not None:
                 return found
-        first_last = self._first_to_last(grad[-1])
+        first_last = self._first_to_last(grad[-1][:ran])
         largest_relative = float(np.nanmax(relative)) if np.isfinite(relative).any() else math.nan
         evidence = {"first_to_last": first_last, "max_grad_to_weight": largest_relative,
                     "max_grad_norm": float(grad.max())}
@@ -1110,9 +1221,11 @@ class GradientMonitor:
             return float(g[0] / g[-1]) if g[-1] > 0 else (math.inf if g[0] > 0 else 1.0)
 
     def _judge(
-        self, t: Thresholds, names: list[str], step: int, g: np.ndarray, rel: np.ndarray,
-        upd: np.ndarray, start: float,
+        self, t: Thresholds, names: list[str], ran: int, step: int, g: np.ndarray,
+        rel: np.ndarray, upd: np.ndarray, start: float,
     ) -> Diagnosis | None:
+        """The first rule of ``t`` that fires at one recorded step, or None. Columns are in
+        the order the layers ran; the first ``ran`` of them ran as modules, in that order."""
         explode_advice = ("lower the learning rate, clip the gradient norm (gradtext.fit(..., "
                           "clip=1.0)), check the initial weight scale (Xavier/He), normalise the "
                           "inputs or add normalisation layers")
@@ -1125,16 +1238,17 @@ class GradientMonitor:
             message = f"{kind.capitalize()} gradients at step {step}: {seen}. Try: {advice}."
             return Diagnosis(kind, layer, step, None, evidence, message)
 
-        ratio = self._first_to_last(g)
-        if len(g) > 1 and ratio > t.layer_ratio:
+        ratio = self._first_to_last(g[:ran])
+        last = names[ran - 1]
+        if ran > 1 and ratio > t.layer_ratio:
             return verdict("exploding", names[0],
                            f"the first layer '{names[0]}' has a gradient norm {ratio:.3g} times "
-                           f"the last layer's '{names[-1]}' (limit {t.layer_ratio:.3g})",
+                           f"the last layer's '{last}' (limit {t.layer_ratio:.3g})",
                            {"first_to_last": ratio})
-        if len(g) > 1 and ratio < 1 / t.layer_ratio:
+        if ran > 1 and ratio < 1 / t.layer_ratio:
             return verdict("vanishing", names[0],
                            f"the first layer '{names[0]}' has a gradient norm {ratio:.3g} times "
-                           f"the last layer's '{names[-1]}' (limit {1 / t.layer_ratio:.3g}); the "
+                           f"the last layer's '{last}' (limit {1 / t.layer_ratio:.3g}); the "
                            "layers near the input barely learn", {"first_to_last": ratio})
         worst = int(np.nanargmax(np.where(np.isnan(rel), -np.inf, rel)))
         if rel[worst] > t.grad_to_weight_high:
@@ -1159,6 +1273,15 @@ class GradientMonitor:
                                f"one optimizer step changed layer '{names[top]}' by "
                                f"{upd[top]:.3g} of its size (limit {t.update_ratio_high:.3g}; "
                                "about 1e-3 is healthy)", {"update_ratio": float(upd[top])})
+        if np.isfinite(rel).any() and np.nanmax(rel) < t.grad_to_weight_low and g.max() == 0:
+            return Diagnosis(
+                "vanishing", None, step, None, {"grad_norm": 0.0},
+                f"Vanishing gradients at step {step}: every layer's gradient is exactly zero, "
+                "which is no gradient at all rather than a product of small factors. Try: check "
+                "that the batch is not empty, that the loss is computed from the model's output "
+                "without .detach(), .item() or torch.no_grad() in between, and that the units "
+                "are not all dead.",
+            )
         if np.isfinite(rel).any() and np.nanmax(rel) < t.grad_to_weight_low:
             return verdict("vanishing", names[worst],
                            f"every layer's gradient is below {t.grad_to_weight_low:.3g} of its "

@@ -805,3 +805,176 @@ def test_nan_in_the_input_batch_is_blamed_on_the_data():
     diagnosis = mon.diagnose()
     assert (diagnosis.kind, diagnosis.layer, diagnosis.phase) == ("nonfinite", None, "input")
     assert diagnosis.evidence["nan"] == 1 and "data pipeline" in str(diagnosis)
+
+
+# --- models and training loops the monitor was not written around ---------------------------
+
+
+def _own_grad_norms(model):
+    return [math.sqrt(sum(float(p.grad.detach().pow(2).sum()) for p in m._parameters.values()
+                          if p is not None and p.grad is not None))
+            for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_backward_with_create_graph_keeps_no_graph_in_the_records():
+    net = _mlp()
+    x, _ = _batch()
+    with GradientMonitor(net) as mon:
+        net(x).pow(2).mean().backward(create_graph=True)
+    expected = _own_grad_norms(net)
+    np.testing.assert_allclose(mon.grad_norms()[0], expected, rtol=1e-12)
+    assert np.isfinite(mon.backward_norms()).all()
+    assert mon.diagnose().kind == "ok"
+    assert all(np.isfinite(v).all() for v in mon.last_backward_signals().values())
+
+
+def test_a_gradient_penalty_pass_is_neither_counted_nor_recorded():
+    # WGAN-GP: torch.autograd.grad w.r.t. the input, then loss.backward() for the parameters
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).double()
+    opt = torch.optim.SGD(critic.parameters(), lr=1e-3)
+    real = torch.randn(32, 4, dtype=torch.float64)
+    fake = torch.randn(32, 4, dtype=torch.float64) + 1
+    expected = []
+    with GradientMonitor(critic, every=2, optimizer=opt) as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            mixed = (0.5 * real + 0.5 * fake).requires_grad_(True)
+            (slope,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+            loss = critic(fake).mean() - critic(real).mean() + ((slope.norm(dim=1) - 1) ** 2).mean()
+            loss.backward()
+            expected.append(_own_grad_norms(critic))
+            opt.step()
+    assert mon.steps.tolist() == [0, 2]  # the four training passes, every 2nd recorded
+    np.testing.assert_allclose(mon.grad_norms(), [expected[0], expected[2]], rtol=1e-12)
+    assert np.isfinite(mon.update_ratios()).all()
+
+
+def test_a_parameter_initialised_at_zero_is_not_called_exploding():
+    class ReZero(nn.Module):  # x + alpha * f(x), alpha starting at 0 (Bachlechner et al.)
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(8, 8)
+            self.alpha = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return x + self.alpha * torch.tanh(self.f(x))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), ReZero(), ReZero(), nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    with GradientMonitor(model, optimizer=opt) as mon:
+        for _ in range(5):
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+    gate = mon.layer_names.index("1")
+    assert np.isnan(mon.update_ratios()[0, gate])  # 0 / 0: undefined, not Inf
+    assert np.isfinite(mon.update_ratios()[1:, gate]).all()
+    verdict = mon.diagnose()
+    assert verdict.kind == "ok", str(verdict)
+
+
+def test_bfloat16_histograms_come_back_as_float32():
+    net = _mlp(dtype=torch.bfloat16)
+    x, _ = _batch(dtype=torch.bfloat16)
+    with GradientMonitor(net) as mon:
+        net(x).float().pow(2).mean().backward()
+    activations, signals = mon.last_activations(), mon.last_backward_signals()
+    assert set(activations) == set(mon.layer_names) == set(signals)
+    assert all(v.dtype == np.float32 for v in [*activations.values(), *signals.values()])
+
+
+def test_dead_units_of_a_convolution_are_its_channels():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 1))
+    with torch.no_grad():
+        net[0].bias[:2] = -100.0  # channels 0 and 1 are off everywhere
+    with GradientMonitor(net) as mon:
+        net(torch.randn(8, 1, 6, 6)).sum().backward()
+    assert mon.dead_fractions()[0, 0] == 0.5
+
+
+def test_the_models_own_parameters_do_not_stand_in_for_the_last_layer():
+    class Offset(nn.Module):  # a learned input offset owned by the model itself (ViT's pos)
+        def __init__(self, body):
+            super().__init__()
+            self.offset = nn.Parameter(torch.zeros(6, dtype=torch.float64))
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x + self.offset)
+
+    plain = _mlp("sigmoid", depth=12, width=32)
+    wrapped = Offset(_mlp("sigmoid", depth=12, width=32))
+    x, y = _batch()
+    verdicts = []
+    for model in (plain, wrapped):
+        with GradientMonitor(model) as mon:
+            F.cross_entropy(model(x), y).backward()
+        verdicts.append(mon.diagnose())
+    assert verdicts[0].kind == verdicts[1].kind == "vanishing"
+    assert verdicts[1].layer == "body.linears.0"
+    assert verdicts[1].evidence["first_to_last"] == pytest.approx(
+        verdicts[0].evidence["first_to_last"])
+
+
+def test_a_module_used_without_being_called_has_no_backward_signal():
+    torch.manual_seed(0)
+
+    class Attend(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 8)
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, x):
+            h = self.embed(x)
+            return self.head(self.attention(h, h, h)[0]).mean(dim=1)
+
+    model = Attend()
+    with GradientMonitor(model) as mon:
+        model(torch.randn(3, 5, 4)).sum().backward()
+    out_proj = mon.layer_names.index("attention.out_proj")
+    assert np.isnan(mon.backward_norms()[0, out_proj])  # its module never ran
+    assert mon.grad_norms()[0, out_proj] > 0  # but its weights were used and learn
+    assert np.isfinite(np.delete(mon.backward_norms()[0], out_proj)).all()
+    model.zero_grad()
+    with GradientMonitor(model, thresholds=Thresholds(layer_ratio=1.0001)) as mon:
+        model(torch.randn(3, 5, 4)).sum().backward()
+    assert "the last layer's 'head'" in str(mon.diagnose())
+
+
+def test_copies_made_while_attached_do_not_feed_the_monitor():
+    import copy
+    import io
+
+    net = _mlp()
+    x, y = _batch()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with GradientMonitor(net, optimizer=opt) as mon:
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        snapshot, opt_copy = copy.deepcopy(net), copy.deepcopy(opt)
+        buffer = io.BytesIO()
+        torch.save(net, buffer)
+        F.cross_entropy(snapshot(x), y).backward()  # the copy's pass: not the monitor's
+    assert mon.steps.tolist() == [0]
+    assert _hooks(net) == 0
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(loaded(x), net(x))
+    assert opt_copy.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+def test_an_empty_batch_is_reported_as_no_gradient_at_all():
+    net = _mlp()
+    with GradientMonitor(net) as mon:
+        net(torch.zeros(0, 6, dtype=torch.float64)).sum().backward()
+    verdict = mon.diagnose()
+    assert verdict.kind == "vanishing" and verdict.layer is None
+    assert "exactly zero" in str(verdict) and "empty" in str(verdict)
