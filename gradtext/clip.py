@@ -18,6 +18,7 @@ Telemetry is returned as tensors: nothing here waits for an accelerator unless y
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable
@@ -52,37 +53,67 @@ class ClipResult:
         return bool(self.coefficient < 1.0)
 
 
-def _grads(parameters: Parameters) -> list[torch.Tensor]:
+def _parameters(parameters: object, name: str = "parameters") -> list[torch.Tensor]:
+    """``parameters`` (a Module, one tensor or an iterable of tensors) as a list of tensors;
+    a clear ``TypeError`` naming ``name`` for anything else."""
     if isinstance(parameters, nn.Module):
         parameters = parameters.parameters()
     elif isinstance(parameters, torch.Tensor):
         parameters = [parameters]
     elif not isinstance(parameters, Iterable):
         raise TypeError(
-            "parameters must be a Module or an iterable of tensors, "
+            f"{name} must be a Module, a tensor or an iterable of tensors, "
             f"got {type(parameters).__name__}"
         )
     parameters = parameters if isinstance(parameters, list) else list(parameters)
     for p in parameters:
         if not isinstance(p, torch.Tensor):
-            raise TypeError(f"parameters must contain tensors, got {type(p).__name__}")
-    return [p.grad for p in parameters if p.grad is not None]
+            raise TypeError(f"{name} must contain tensors, got {type(p).__name__}")
+    return parameters
 
 
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+def _grads(parameters: Parameters) -> list[torch.Tensor]:
+    return [p.grad for p in _parameters(parameters) if p.grad is not None]
+
+
+def _as_float(value: object) -> float | None:
+    """A real number given as a Python or NumPy number or a one-element tensor, as a float;
+    ``None`` for anything else (booleans included)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
+            return None
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
     return float(value)
 
 
+def _check_positive(name: str, value: object) -> float:
+    number = _as_float(value)
+    if number is None:
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    if not number > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
 def _check_norm_type(norm_type: object) -> float:
-    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
+    # like PyTorch, which calls float(norm_type): numbers, 0-d tensors and strings like 'inf'
+    if isinstance(norm_type, str):
+        try:
+            number = float(norm_type)
+        except ValueError:
+            raise ValueError(
+                f"norm_type must be a number >= 1 or inf (or a string such as 'inf'), "
+                f"got {norm_type!r}"
+            ) from None
+    else:
+        number = _as_float(norm_type)
+    if number is None:
         raise TypeError(f"norm_type must be a number >= 1 or inf, got {norm_type!r}")
-    if not norm_type >= 1:
+    if not number >= 1:
         raise ValueError(f"norm_type must be >= 1 (or inf), got {norm_type!r}")
-    return float(norm_type)
+    return number
 
 
 def _grouped(grads: list[torch.Tensor]) -> dict[tuple, list[torch.Tensor]]:
@@ -202,7 +233,10 @@ def clip_by_norm(
     """Scale all gradients together so their ``norm_type``-norm is at most ``max_norm``.
 
     Same arguments and same effect on ``.grad`` as :func:`torch.nn.utils.clip_grad_norm_`
-    (coefficient ``max_norm / (norm + eps)``, capped at 1). A non-finite norm makes the
+    (coefficient ``max_norm / (norm + eps)``, capped at 1). As there, ``parameters`` may be a
+    single tensor, ``max_norm`` and ``norm_type`` may be Python or NumPy numbers or one-element
+    tensors, and ``norm_type`` may be a string such as ``'inf'`` (read with ``float``); unlike
+    there, a string ``max_norm`` and a ``norm_type`` below 1 raise. A non-finite norm makes the
     gradients non-finite, as in PyTorch, or raises a ``RuntimeError`` with
     ``error_if_nonfinite=True`` (which waits for the device to read the norm); the stateful
     clippers below offer other choices. ``foreach`` is accepted for compatibility: the fused
@@ -217,6 +251,9 @@ def clip_by_norm(
     >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([0.3, 0.4])
     >>> clip_by_norm([p], max_norm=1.0).clipped
     False
+    >>> result = clip_by_norm(p, torch.tensor(0.2), norm_type="inf")  # PyTorch's types too
+    >>> round(float(result.total_norm), 4), [round(g, 4) for g in p.grad.tolist()]
+    (0.4, [0.15, 0.2])
     """
     max_norm = _check_positive("max_norm", max_norm)
     grads = _grads(parameters)
@@ -292,14 +329,19 @@ class AdaptiveGradientClipping:
     """Unit-wise adaptive gradient clipping (AGC, Brock et al. 2021).
 
     Each output unit's gradient ``G_i`` is scaled so ``||G_i|| <= clipping * max(||W_i||, eps)``.
-    Brock et al. leave the final classifier layer unclipped: pass its parameters in
-    ``exclude`` (tensors or a Module) rather than slicing the parameter list. Parameters of one
-    shape are processed together in two reused buffers of at most ``workspace_entries`` entries
-    each (about 4 MB in float32), which the clipper keeps between calls.
+    Like the other clippers it takes a Module, one tensor or an iterable of tensors (anything
+    else raises ``TypeError``). Brock et al. leave the final classifier layer unclipped: pass
+    its parameters in ``exclude`` (a Module, one tensor or an iterable of tensors) rather than
+    slicing the parameter list. Parameters of one shape are processed together in two reused
+    buffers of at most ``workspace_entries`` entries each (about 4 MB in float32), which the
+    clipper keeps between calls.
 
     >>> w = torch.nn.Parameter(torch.ones(2, 2)); w.grad = torch.full((2, 2), 10.0)
     >>> _ = AdaptiveGradientClipping(clipping=0.1)([w]); w.grad.norm(dim=1).tolist()
     [0.1414213627576828, 0.1414213627576828]
+    >>> w.grad = torch.full((2, 2), 10.0)
+    >>> _ = AdaptiveGradientClipping(clipping=0.1, exclude=w)(w); w.grad[0].tolist()
+    [10.0, 10.0]
     """
 
     # Parameters of one shape are stacked, chunk by chunk, into two reused buffers of at most
@@ -312,11 +354,8 @@ class AdaptiveGradientClipping:
     ) -> None:
         self.clipping = _check_positive("clipping", clipping)
         self.eps = _check_positive("eps", eps)
-        if exclude is None:
-            self._exclude: set[int] = set()
-        else:
-            items = exclude.parameters() if isinstance(exclude, nn.Module) else exclude
-            self._exclude = {id(p) for p in items}
+        items = [] if exclude is None else _parameters(exclude, "exclude")
+        self._exclude: set[int] = {id(p) for p in items}
         self._workspace: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, parameters: Parameters) -> ClipResult:
@@ -324,9 +363,7 @@ class AdaptiveGradientClipping:
             return self._clip(parameters)
 
     def _clip(self, parameters: Parameters) -> ClipResult:
-        if isinstance(parameters, nn.Module):
-            parameters = list(parameters.parameters())
-        params = [p for p in parameters if isinstance(p, torch.Tensor) and p.grad is not None]
+        params = [p for p in _parameters(parameters) if p.grad is not None]
         if not params:
             zero = torch.tensor(0.0, dtype=_FLOAT64)
             return ClipResult(total_norm=zero, coefficient=torch.ones_like(zero))
@@ -447,11 +484,15 @@ class _HistoryClipper(ABC):
             coefficient = torch.ones_like(norm)
         else:
             coefficient = torch.clamp(threshold / (norm + 1e-6), max=1.0)
-        # "skip" leaves a non-finite gradient as it is (fit stops on it); "zero" wipes it out
+        # "zero" wipes a non-finite gradient out (coefficient 0); "skip" leaves it as it is
+        # (coefficient 1, the factor applied: not the NaN or 0 that norm NaN or Inf would give),
+        # and gradtext.fit stops on it
         if self.nonfinite == "zero":
             coefficient = torch.where(finite, coefficient, torch.zeros_like(coefficient))
             for g in grads:
                 g.masked_fill_(~finite.to(g.device), 0.0)
+        else:
+            coefficient = torch.where(finite, coefficient, torch.ones_like(coefficient))
         if grads:
             _scale(grads, torch.where(finite, coefficient, torch.ones_like(coefficient)))
         self._record(norm)
@@ -464,9 +505,10 @@ class AutoClip(_HistoryClipper):
     Only finite norms enter the history. The first step (empty history) is not clipped.
     ``history_size`` keeps only the most recent norms (``None``: all of them). ``nonfinite``
     says what happens when the gradient's norm is NaN or Inf: ``"skip"`` leaves the gradient
-    as it is (no clipping, nothing recorded; ``gradtext.fit`` then stops on it), ``"zero"``
-    sets it to zero so the optimizer step does nothing, ``"raise"`` raises
-    ``FloatingPointError``.
+    as it is (no clipping, nothing recorded, ``coefficient`` 1; ``gradtext.fit`` then stops on
+    it), ``"zero"`` sets it to zero (``coefficient`` 0) so that a plain SGD step does nothing
+    and ``gradtext.fit`` goes on (an optimizer with momentum or weight decay still moves the
+    weights), ``"raise"`` raises ``FloatingPointError``.
 
     >>> clipper = AutoClip(percentile=50)
     >>> p = torch.nn.Parameter(torch.zeros(1))

@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -363,7 +364,8 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     output on that batch until ``|variance - 1| < tol`` (default 0.05, tighter than Mishkin &
     Matas's 0.1 so that a held-out batch also lands within 0.1) or ``max_iter`` rescales
     (default 10, as in the paper) have been made; a layer still off after that gives a
-    ``RuntimeWarning``.
+    ``RuntimeWarning``. Those forward passes run in the model's current mode, and the buffers
+    they update (BatchNorm's running statistics) are put back afterwards.
 
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64))
@@ -388,8 +390,30 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     if key == "lsuv":
         tol = 0.05 if lsuv_options["tol"] is None else lsuv_options["tol"]
         max_iter = 10 if lsuv_options["max_iter"] is None else lsuv_options["max_iter"]
-        _lsuv(model, layers, data, tol=tol, max_iter=max_iter)
+        with _buffers_kept(model):  # BatchNorm running statistics stay as they were
+            _lsuv(model, layers, data, tol=tol, max_iter=max_iter)
     return model
+
+
+@contextmanager
+def _buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Run a block that calls ``model`` and put every buffer back as it was afterwards (e.g.
+    BatchNorm's ``running_mean``, ``running_var`` and ``num_batches_tracked``, which a
+    forward pass in training mode updates). The block's forward passes run in whatever mode
+    the model is in; only their side effects on buffers are undone."""
+    saved = [
+        (module, name, buffer, None if buffer is None else buffer.detach().clone())
+        for module in model.modules()
+        for name, buffer in module._buffers.items()
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, copy in saved:
+                if buffer is not None:
+                    buffer.copy_(copy)
+                module._buffers[name] = buffer
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +599,10 @@ def signal_propagation(
     Runs ``data`` (a batch of inputs) through ``model`` with forward hooks on every
     ``nn.Linear``/``nn.Conv*`` layer (the first call of each), back-propagates an output
     gradient of i.i.d. ``N(0, 1)`` entries drawn from ``seed``, and returns a
-    :class:`SignalReport`. Parameters and their ``.grad`` are left untouched. With
+    :class:`SignalReport`. Parameters, their ``.grad`` and buffers are left untouched: the
+    forward pass runs in the model's current mode (a BatchNorm layer in training mode
+    normalizes with the batch's statistics), and the running statistics it updates are put
+    back afterwards. With
     ``keep_values=True`` the report also holds the values themselves (for histograms).
 
     >>> net = nn.Sequential(nn.Linear(100, 100, bias=False), nn.ReLU(),
@@ -602,7 +629,7 @@ def signal_propagation(
 
     handles = [layer.register_forward_hook(hook) for _, layer in layers]
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _buffers_kept(model):
             result = model(x)
             ran = sorted((list(outputs).index(id(m)), name, m) for name, m in layers
                          if id(m) in outputs)

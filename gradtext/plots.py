@@ -46,6 +46,18 @@ def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else plt.subplots()[1]
 
 
+def _check_recorded(name: str, grid: np.ndarray) -> None:
+    """A clear error for a (steps x layers) array with no steps or no layers, such as a
+    ``GradientMonitor``'s before any backward pass (raised before a figure is drawn)."""
+    if grid.ndim == 2 and grid.shape[0] == 0:
+        raise ValueError(
+            f"{name} has no steps (shape {grid.shape}): nothing was recorded yet (a "
+            "GradientMonitor records steps during backward passes while it is active)"
+        )
+    if grid.ndim == 2 and grid.shape[1] == 0:
+        raise ValueError(f"{name} has no layers (shape {grid.shape}): nothing to draw")
+
+
 def mark_nonfinite(ax: Axes, x: np.ndarray, y: np.ndarray, *, label: str | None = "NaN/Inf") -> int:
     """Draw a red cross at the top of ``ax`` wherever ``y`` is NaN or infinite.
 
@@ -169,7 +181,8 @@ def plot_layer_heatmap(
 ) -> Axes:
     """A (steps x layers) array, e.g. ``monitor.grad_norms()``, as a heatmap of layers x steps
     on a log colour scale, input-side layer at the bottom. NaN/Inf cells are drawn red and
-    zeros grey instead of being left blank.
+    zeros grey instead of being left blank. An array with no rows (a monitor that has not
+    recorded a step yet) raises ``ValueError``.
 
     >>> import matplotlib
     >>> matplotlib.use("Agg")
@@ -179,10 +192,11 @@ def plot_layer_heatmap(
     """
     from matplotlib.colors import ListedColormap, LogNorm
 
-    ax = _axes(ax)
     grid = np.asarray(values, dtype=float)
     if grid.ndim != 2:
         raise ValueError(f"values must be a 2-d (steps x layers) array, got shape {grid.shape}")
+    _check_recorded("values", grid)
+    ax = _axes(ax)
     steps_axis = np.arange(grid.shape[0]) if steps is None else np.asarray(steps)
     if len(steps_axis) != grid.shape[0]:
         raise ValueError(f"steps has {len(steps_axis)} entries for {grid.shape[0]} rows")
@@ -252,7 +266,10 @@ def plot_layer_histograms(
     3
     """
     if not isinstance(values, Mapping) or not values:
-        raise ValueError("values must be a non-empty mapping {layer name: values}")
+        raise ValueError(
+            "values must be a non-empty mapping {layer name: values} (an empty one from a "
+            "GradientMonitor means nothing was recorded yet)"
+        )
     ax = _axes(ax)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(values)))
     finite_all = [np.asarray(v, dtype=float).ravel() for v in values.values()]
@@ -297,6 +314,7 @@ def plot_update_ratios(
     """Update-to-weight ratios ``||dW|| / ||W||`` per layer over training, e.g.
     ``monitor.update_ratios()`` (steps x layers), on a log scale with a dashed reference line
     at ``reference`` (the rule of thumb: about 1e-3 is healthy). Non-finite values are marked.
+    An array with no rows (a monitor that has not recorded a step yet) raises ``ValueError``.
 
     >>> import matplotlib
     >>> matplotlib.use("Agg")
@@ -304,10 +322,11 @@ def plot_update_ratios(
     >>> ax.get_yscale()
     'log'
     """
-    ax = _axes(ax)
     grid = np.asarray(ratios, dtype=float)
     if grid.ndim != 2:
         raise ValueError(f"ratios must be a 2-d (steps x layers) array, got shape {grid.shape}")
+    _check_recorded("ratios", grid)
+    ax = _axes(ax)
     x = np.arange(grid.shape[0]) if steps is None else np.asarray(steps, dtype=float)
     names = list(layer_names) if layer_names is not None else [
         f"layer {i + 1}" for i in range(grid.shape[1])]

@@ -6,7 +6,8 @@ What it takes care of, so that notebooks and user code don't have to:
 - device placement (``device="auto"``) and seeded mini-batches;
 - the global gradient norm of every step, and optional clipping and monitoring;
 - divergence: a NaN/Inf loss or gradient stops training *before* the bad update is applied,
-  the step is recorded in ``History.diverged_at`` and nothing is raised;
+  the step is recorded in ``History.diverged_at`` and nothing is raised (a clipper that
+  repairs a non-finite gradient, such as ``AutoClip(nonfinite="zero")``, lets training go on);
 - Ctrl-C: the history trained so far is returned with ``History.interrupted = True``.
 
 >>> import torch
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 from gradtext.clip import clip_by_norm, total_norm
 from gradtext.device import resolve_device
+from gradtext.monitor import GradientMonitor
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerArg = Union[  # noqa: UP007 (a runtime alias; keeps Python 3.10 happy)
@@ -65,7 +67,9 @@ class History:
     ``loss[t]`` and ``grad_norm[t]`` belong to step ``t`` (the gradient norm is measured
     before any clipping); ``time[t]`` is the seconds elapsed when step ``t``'s gradient was
     ready (before its optimizer step).
-    On divergence the offending step is the last entry, with its non-finite value kept.
+    On divergence the offending step is the last entry, with its non-finite value kept. A
+    non-finite ``grad_norm`` that is not the last entry is a step whose gradient the clipper
+    made finite (e.g. ``AutoClip(nonfinite="zero")``, coefficient 0), so training went on.
 
     Attributes
     ----------
@@ -77,7 +81,8 @@ class History:
     eval_step, eval_loss
         The steps after which ``eval_data`` was evaluated, and the loss there.
     diverged, diverged_at
-        Whether a loss or gradient norm was NaN or Inf, and at which step (else ``None``).
+        Whether a loss, or a gradient after clipping, was NaN or Inf, and at which step
+        (else ``None``).
     interrupted
         Whether training was stopped by Ctrl-C (``KeyboardInterrupt``).
     device
@@ -209,18 +214,27 @@ def _iterable_batches(
         count = 0
         for batch in data:
             count += 1
-            inputs, targets = batch
+            try:
+                inputs, targets = batch
+            except (TypeError, ValueError):
+                kind = f"a {type(batch).__name__}" + (
+                    f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else ""
+                )
+                raise ValueError(
+                    f"data: each batch must be an (inputs, targets) pair, got {kind}"
+                ) from None
             yield inputs.to(device), targets.to(device)
         if count == 0:
             raise ValueError("data yielded no batches")
 
 
 def _batches(data: Any, batch_size: int, seed: int, device: torch.device):
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    ):
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        if len(data) != 2:
+            raise ValueError(
+                "data must be an (inputs, targets) pair of tensors or an iterable of such "
+                f"pairs, got a {type(data).__name__} of {len(data)} tensors"
+            )
         return _tensor_batches((data[0], data[1]), batch_size, seed, device)
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
         return _iterable_batches(data, device)
@@ -249,7 +263,7 @@ def fit(
     device: str | torch.device = "auto",
     progress: bool = True,
     clip: float | Callable[[list[nn.Parameter]], Any] | None = None,
-    monitor: Any = None,
+    monitor: GradientMonitor | None = None,
     seed: int = 0,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     eval_every: int = 100,
@@ -258,7 +272,8 @@ def fit(
     """Train ``model`` for ``steps`` optimizer steps and return the :class:`History`.
 
     A NaN or Inf loss or gradient stops training cleanly (``History.diverged``), keeping the
-    history up to that step; Ctrl-C returns the history so far. The same seed and initial model
+    history up to that step, unless ``clip`` made the gradient finite again (see ``clip``);
+    Ctrl-C returns the history so far. The same seed and initial model
     give bit-identical histories on the CPU.
 
     Parameters
@@ -286,10 +301,13 @@ def fit(
     clip
         ``None``; a positive float, the threshold of global-norm clipping; or a callable
         applied to the list of parameters after ``backward()`` (e.g. a clipper from
-        :mod:`gradtext.clip`). A result with a ``coefficient`` attribute is recorded.
+        :mod:`gradtext.clip`). A result with a ``coefficient`` attribute is recorded. When the
+        gradient norm is NaN or Inf, training stops only if the gradient is still non-finite
+        after clipping: ``AutoClip(nonfinite="zero")`` zeroes it and training goes on, while
+        ``nonfinite="skip"`` leaves it (coefficient 1) and training stops.
     monitor
-        A :class:`~gradtext.monitor.GradientMonitor` on ``model`` (entered here if it is not
-        active).
+        ``None`` or a :class:`~gradtext.monitor.GradientMonitor` on ``model`` (entered here if
+        it is not active).
     seed
         Seeds the order of mini-batches (the model's initialization is the caller's).
     eval_data
@@ -328,7 +346,7 @@ def fit(
         if not clip > 0:
             raise ValueError(f"clip must be None, a positive number or a callable, got {clip!r}")
     if monitor is not None:
-        if not (hasattr(monitor, "__enter__") and hasattr(monitor, "__exit__")):
+        if not isinstance(monitor, GradientMonitor):
             raise TypeError(
                 "monitor must be a gradtext.GradientMonitor (or None), "
                 f"got {type(monitor).__name__}"
@@ -376,7 +394,11 @@ def fit(
                 if coefficient is not None:
                     history.clip_coefficient.append(float(coefficient))
                 history.time.append(time.perf_counter() - start)
-                if not (math.isfinite(loss_float) and math.isfinite(norm_float)):
+                # a non-finite gradient stops training unless the clipper made it finite
+                if not math.isfinite(loss_float) or not (
+                    math.isfinite(norm_float)
+                    or (clip is not None and math.isfinite(float(global_grad_norm(parameters))))
+                ):
                     history.diverged = True
                     history.diverged_at = step
                     break

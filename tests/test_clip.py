@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -420,3 +421,88 @@ def test_clip_by_value_takes_torchs_arguments():
     torch.nn.utils.clip_grad_value_(theirs, 0.5, True)
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a.grad, b.grad)
+
+
+# --- review follow-ups: single tensors, exclude, PyTorch's argument types, "skip" telemetry ---
+
+
+def test_agc_accepts_a_single_tensor_like_the_other_clippers():
+    w = torch.nn.Parameter(torch.ones(3, 3, dtype=torch.float64))
+    w.grad = torch.full((3, 3), 100.0, dtype=torch.float64)
+    v = torch.nn.Parameter(w.detach().clone())
+    v.grad = w.grad.clone()
+    single, listed = AdaptiveGradientClipping(0.01)(w), AdaptiveGradientClipping(0.01)([v])
+    assert float(single.total_norm) == pytest.approx(300.0)
+    torch.testing.assert_close(w.grad, v.grad)
+    torch.testing.assert_close(single.coefficient, listed.coefficient)
+    assert single.clipped
+
+
+def test_agc_exclude_accepts_a_single_tensor():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    AdaptiveGradientClipping(0.01, exclude=model[1].weight)(model)
+    assert torch.equal(model[1].weight.grad, torch.full((2, 4), 10.0))  # left alone
+    assert float(model[1].bias.grad.abs().max()) < 10.0  # not excluded: clipped
+    assert float(model[0].weight.grad.abs().max()) < 10.0
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: AdaptiveGradientClipping()(None), "parameters must be a Module, a tensor or"),
+        (lambda: AdaptiveGradientClipping()([1, 2]), "parameters must contain tensors, got int"),
+        (lambda: AdaptiveGradientClipping()(3), "parameters must be a Module"),
+        (lambda: AdaptiveGradientClipping(exclude=3), "exclude must be a Module, a tensor or"),
+        (lambda: AdaptiveGradientClipping(exclude=["fc"]), "exclude must contain tensors"),
+    ],
+)
+def test_agc_bad_parameters_and_exclude_raise_a_named_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "max_norm", [np.float32(0.5), np.float64(0.5), torch.tensor(0.5), torch.tensor([0.5])]
+)
+@pytest.mark.parametrize("norm_type", ["inf", "2", np.float32(2.0), torch.tensor(3.0)])
+def test_clip_by_norm_accepts_what_clip_grad_norm_accepts(max_norm, norm_type):
+    ours, theirs = _params(5, scale=3.0), _params(5, scale=3.0)
+    result = clip_by_norm(ours, max_norm, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    torch.testing.assert_close(result.total_norm, expected.double())
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: clip_by_norm(_params(0), np.float32(-1.0)), ValueError, "max_norm must be > 0"),
+        (lambda: clip_by_norm(_params(0), torch.tensor(math.nan)), ValueError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), torch.ones(2)), TypeError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), True), TypeError, "max_norm"),
+        (lambda: clip_by_norm(_params(0), 1.0, norm_type="two"), ValueError, "norm_type"),
+        (lambda: clip_by_norm(_params(0), 1.0, norm_type="0.5"), ValueError, "norm_type"),
+        (lambda: clip_by_norm(_params(0), 1.0, norm_type=None), TypeError, "norm_type"),
+    ],
+)
+def test_clip_by_norm_still_rejects_bad_numbers(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("make", [AutoClip, ZScoreClip])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_skip_reports_the_coefficient_it_applied(make, bad):
+    clipper = make(nonfinite="skip")
+    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    for g in [1.0, 1.2, 0.8, 1.1] * 5:
+        p.grad = torch.tensor([g, 0.0], dtype=torch.float64)
+        clipper([p])
+    p.grad = torch.tensor([bad, 1.0], dtype=torch.float64)
+    result = clipper([p])
+    assert float(result.coefficient) == 1.0 and not result.clipped  # left as it is
+    assert p.grad[1].item() == 1.0

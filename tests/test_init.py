@@ -2,7 +2,9 @@
 recurrent layers), identity, LSUV, agreement with torch.nn.init, determinism, bad input."""
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -343,3 +345,57 @@ def test_lsuv_and_report_on_cuda():
     report = signal_propagation(net, x)
     assert net.linears[0].weight.is_cuda
     assert all(abs(v - 1.0) < 0.1 for v in report.forward_variance), report.forward_variance
+
+
+# --- buffers: BatchNorm running statistics are left as they were ------------------------------
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 4),
+                        nn.BatchNorm1d(4, momentum=None))
+    with torch.no_grad():  # statistics as if trained a little
+        net[1].running_mean.fill_(0.3)
+        net[1].running_var.fill_(2.0)
+        net[1].num_batches_tracked.fill_(7)
+    return net
+
+
+def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.detach().clone() for name, b in net.named_buffers()}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_signal_propagation_leaves_batchnorm_buffers_untouched(mode):
+    net = _bn_net().train(mode == "train")
+    before = _buffers(net)
+    objects = [b for _, b in net.named_buffers()]
+    report = signal_propagation(net, torch.randn(64, 6))
+    after = _buffers(net)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before), after
+    assert all(a is b for a, b in zip(objects, [b for _, b in net.named_buffers()], strict=True))
+    assert net.training == (mode == "train") and len(report.names) == 2
+
+
+def test_signal_propagation_results_do_not_change_with_buffers_kept():
+    # the forward pass still runs in the model's own mode: in training mode BatchNorm uses the
+    # batch's statistics, so the report equals one on a fresh copy of the model
+    net, data = _bn_net(), torch.randn(64, 6)
+    fresh = _bn_net()
+    first = signal_propagation(net, data)
+    again = signal_propagation(net, data)
+    reference = signal_propagation(fresh, data)
+    np.testing.assert_array_equal(first.forward_variance, again.forward_variance)
+    np.testing.assert_array_equal(first.backward_variance, reference.backward_variance)
+
+
+def test_lsuv_leaves_batchnorm_buffers_untouched():
+    net = _bn_net()
+    before = _buffers(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # BatchNorm follows: may not reach 1
+        initialize(net, "lsuv", data=torch.randn(64, 6), generator=gen(0))
+    after = _buffers(net)
+    assert all(torch.equal(before[name], after[name]) for name in before), after
+    assert int(net[1].num_batches_tracked) == 7 and int(net[4].num_batches_tracked) == 0

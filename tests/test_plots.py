@@ -51,3 +51,34 @@ def test_mark_nonfinite_counts():
 def test_use_style_sets_the_book_style():
     plots.use_style()
     assert plt.rcParams["axes.spines.top"] is False
+
+
+def _empty_monitor():
+    import torch
+
+    from gradtext.monitor import GradientMonitor
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
+    return GradientMonitor(model)
+
+
+def test_plots_of_a_monitor_that_recorded_nothing_say_so():
+    monitor = _empty_monitor()
+    figures = len(plt.get_fignums())
+    with pytest.raises(ValueError, match="values has no steps.*nothing was recorded yet"):
+        plots.plot_layer_heatmap(monitor.grad_norms(), layer_names=monitor.layer_names,
+                                 steps=monitor.steps)
+    with pytest.raises(ValueError, match="ratios has no steps.*nothing was recorded yet"):
+        plots.plot_update_ratios(monitor.update_ratios(), layer_names=monitor.layer_names)
+    with pytest.raises(ValueError, match="nothing was recorded yet"):
+        plots.plot_layer_histograms(monitor.last_activations())
+    with pytest.raises(ValueError, match="no layers"):
+        plots.plot_layer_heatmap(np.zeros((3, 0)))
+    assert len(plt.get_fignums()) == figures  # no empty figure left behind
+
+
+def test_layer_heatmap_and_update_ratios_draw_one_recorded_step():
+    ax = plots.plot_layer_heatmap(np.array([[1e-3, 1.0]]), layer_names=["a", "b"])
+    assert ax.get_ylabel() == "layer"
+    ax = plots.plot_update_ratios(np.array([[1e-3, 1e-4]]))
+    assert ax.get_yscale() == "log"

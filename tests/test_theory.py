@@ -610,3 +610,15 @@ def test_bad_input_gets_clear_errors():
         theory.steepest_point((0.0, 0.0), (1.0, 1.0), points=2)
     with pytest.raises(ValueError, match="norms"):
         theory.fit_decay_rate(np.zeros(5))
+
+
+def test_input_output_jacobian_says_what_it_supports():
+    doc = theory.input_output_jacobian.__doc__
+    assert "any batch-first model works" not in doc
+    assert "(batch, features)" in doc and "not supported" in doc
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 5 * 5, 3))
+    with pytest.raises(ValueError, match=r"x must be 1-D: one input vector.*\(3, 5, 5\)"):
+        theory.input_output_jacobian(cnn, torch.randn(3, 5, 5))
+    with pytest.raises(ValueError, match="images, sequences.*not supported"):
+        theory.extreme_singular_values(cnn, torch.randn(1, 3, 5, 5))

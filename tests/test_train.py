@@ -201,3 +201,73 @@ def test_fit_refuses_inputs_that_would_silently_train_nothing():
     with pytest.raises(TypeError, match="clip must be"):
         gt.fit(model, (x, y), loss="mse", optimizer=sgd, steps=1, progress=False, device="cpu",
                clip="1.0")
+
+
+def _inf_gradient_at(call: int):
+    """An MSE loss whose ``call``-th evaluation has a finite value but an infinite gradient."""
+    calls = {"n": 0}
+
+    def loss(output, target):
+        calls["n"] += 1
+        if calls["n"] == call:
+            output.register_hook(lambda g: torch.full_like(g, math.inf))
+        return torch.nn.functional.mse_loss(output, target)
+
+    return loss
+
+
+def _small_regression():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    return model, (torch.randn(64, 4), torch.randn(64, 1))
+
+
+def test_a_clipper_that_zeroes_a_nonfinite_gradient_lets_training_go_on():
+    model, data = _small_regression()
+    history = fit(model, data, loss=_inf_gradient_at(3), optimizer=_sgd(0.1), steps=6,
+                  progress=False, device="cpu", clip=gt.AutoClip(nonfinite="zero"))
+    assert not history.diverged and history.diverged_at is None and history.steps == 6
+    assert all(math.isfinite(v) for v in history.loss)
+    assert not math.isfinite(history.grad_norm[2])  # the norm before clipping is recorded
+    assert history.clip_coefficient[2] == 0.0
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_a_clipper_that_leaves_a_nonfinite_gradient_stops_training_before_the_update():
+    model, data = _small_regression()
+    history = fit(model, data, loss=_inf_gradient_at(3), optimizer=_sgd(0.1), steps=6,
+                  progress=False, device="cpu", clip=gt.AutoClip(nonfinite="skip"))
+    assert history.diverged and history.diverged_at == 2 and history.steps == 3
+    assert history.clip_coefficient == [1.0, 1.0, 1.0]  # "skip" applied nothing: no NaN
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_a_nonfinite_gradient_with_a_float_clip_still_diverges():
+    model, data = _small_regression()
+    history = fit(model, data, loss=_inf_gradient_at(2), optimizer=_sgd(0.1), steps=6,
+                  progress=False, device="cpu", clip=1.0)
+    assert history.diverged and history.diverged_at == 1
+
+
+def test_monitor_must_be_a_gradient_monitor(tmp_path):
+    model, data = _small_regression()
+    with open(tmp_path / "log.txt", "w") as handle:
+        with pytest.raises(TypeError, match="monitor must be a gradtext.GradientMonitor"):
+            fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=1, progress=False,
+                device="cpu", monitor=handle)
+        assert not handle.closed
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((torch.zeros(8, 4), torch.zeros(8, 1), torch.zeros(8, 1)), "a tuple of 3 tensors"),
+        ([torch.zeros(8, 4)], "a list of 1 tensors"),
+        ([(torch.zeros(8, 4), torch.zeros(8, 1), torch.zeros(8))], "each batch must be an"),
+    ],
+)
+def test_data_that_is_not_an_inputs_targets_pair_is_named(data, message):
+    model, _ = _small_regression()
+    with pytest.raises(ValueError, match=rf"data.*{message}"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=1, progress=False,
+            device="cpu")

@@ -28,6 +28,12 @@ def _as_function(model: Callable[[torch.Tensor], torch.Tensor]):
 
 
 def _prepare_point(model, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor) and x.dim() != 1:
+        raise ValueError(
+            f"x must be 1-D: one input vector of n features, which the model sees as a batch "
+            f"of one, shape (1, n); got shape {tuple(x.shape)}. Models that take other input "
+            "shapes (images, sequences) are not supported"
+        )
     x = _check_tensor("x", x, dims=(1,))
     parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     return x.detach().to(parameter.dtype if parameter is not None else x.dtype)
@@ -36,8 +42,13 @@ def _prepare_point(model, x: torch.Tensor) -> torch.Tensor:
 def input_output_jacobian(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
     """The Jacobian ``d model(x) / d x`` at one input ``x`` (1-D), shape ``(outputs, inputs)``.
 
-    The model is called on a batch of one (``x[None]``), so any batch-first model works.
-    Exact, by reverse-mode ``torch.func.jacrev``.
+    ``x`` must be a 1-D tensor of ``n`` features. The model is called on ``x[None]``, a batch
+    of one of shape ``(1, n)``, so it must take a ``(batch, features)`` matrix, as an MLP
+    does; its output (any shape) is flattened, so ``outputs`` counts all of its entries.
+    Models that need another input shape, such as a CNN on ``(batch, channels, height,
+    width)`` images or an RNN on ``(batch, time, features)`` sequences, are not supported
+    (an ``x`` that is not 1-D raises ``ValueError``). Exact, by reverse-mode
+    ``torch.func.jacrev``.
 
     >>> net = torch.nn.Linear(3, 2)
     >>> torch.allclose(input_output_jacobian(net, torch.ones(3)), net.weight)
@@ -49,6 +60,9 @@ def input_output_jacobian(model: Callable[[torch.Tensor], torch.Tensor], x: torc
 
 def jacobian_singular_values(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
     """Singular values of the input-output Jacobian at ``x`` (one 1-D input), largest first.
+
+    The model and ``x`` are as in :func:`input_output_jacobian` (a model on ``(batch,
+    features)`` matrices, ``x`` one 1-D input).
 
     Returns a float64 NumPy array of length ``min(outputs, inputs)``. Exact (full Jacobian,
     then an SVD); for large nets where that is too slow use :func:`extreme_singular_values`.
