@@ -215,6 +215,8 @@ def _orthogonal(block: torch.Tensor, gain: float, generator: torch.Generator | N
     gaussian = block.new_empty((rows, cols)).normal_(0.0, 1.0, generator=generator)
     if rows < cols:
         gaussian.t_()
+    if gaussian.dtype in (torch.float16, torch.bfloat16):  # no QR in half precision on the CPU
+        gaussian = gaussian.float()
     q, r = torch.linalg.qr(gaussian)
     q *= torch.diagonal(r).sign()
     if rows < cols:

@@ -399,3 +399,17 @@ def test_lsuv_leaves_batchnorm_buffers_untouched():
     after = _buffers(net)
     assert all(torch.equal(before[name], after[name]) for name in before), after
     assert int(net[1].num_batches_tracked) == 7 and int(net[4].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("scheme", ["orthogonal", "lsuv"])
+def test_orthogonal_schemes_work_in_half_precision(scheme):
+    # QR has no half-precision kernel on the CPU: the matrix is drawn, then orthogonalised in
+    # float32 and stored in the layer's own dtype
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16)).to(torch.bfloat16)
+    options = {"data": torch.randn(64, 16, dtype=torch.bfloat16)} if scheme == "lsuv" else {}
+    initialize(net, scheme, **options)
+    weight = net[0].weight.float()
+    assert net[0].weight.dtype == torch.bfloat16
+    if scheme == "orthogonal":
+        torch.testing.assert_close(weight @ weight.T, torch.eye(16), atol=0.03, rtol=0)
