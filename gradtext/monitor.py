@@ -541,6 +541,7 @@ class GradientMonitor:
         # name of the module whose output is each layer's activation; known after one pass
         self.activation_sources: dict[str, str] = {}
         self._order: list[int] | None = None  # layer indices in the order they first ran
+        self._check_parameters: list[nn.Parameter] | None = None  # see _first_layer_parameters
         # how many layers at the start of _order ran as modules (the others are left out of the
         # first-to-last comparison: the model's own parameters, or a module whose weights are
         # used without calling it, such as nn.MultiheadAttention's out_proj)
@@ -702,7 +703,7 @@ class GradientMonitor:
     def _end_of_backward(self, current: _Pass) -> None:
         if self._pass is current:
             self._pass = None
-            if self.every > 1:  # recording every pass: the module hooks stay
+            if self.every > 1 and self._module_handles:  # recording every pass: they stay
                 self._unhook_modules()
         if all(p.grad is before and (before is None or before._version == version)
                for p, (before, version) in zip(self._params, current.grads_before, strict=True)):
@@ -855,24 +856,36 @@ class GradientMonitor:
         for layer, name, _ in self._activations(current):
             self.activation_sources.setdefault(self.layer_names[layer], name)
 
+    def _first_layer_parameters(self) -> list[nn.Parameter]:
+        """The biases of the layer that runs first, or all its parameters if it has none
+        (cached once the order of the layers is known)."""
+        if self._check_parameters is not None:
+            return self._check_parameters
+        module = self._modules[self.layer_names[self._order[0] if self._order else 0]]
+        named = [(name, p) for name, p in module._parameters.items() if p is not None]
+        chosen = [p for name, p in named if name.startswith("bias")] or [p for _, p in named]
+        if self._order is not None:
+            self._check_parameters = chosen
+        return chosen
+
     def _check_unrecorded(self, current: _Pass) -> None:
         """A pass that is not recorded: remember whether it went non-finite.
 
-        Cheap on purpose: it checks the gradient arriving at the model's output and the
-        parameter gradients of the layer that runs first, which every NaN/Inf made in the
-        forward or backward pass of a chain of layers reaches.
+        Cheap on purpose: it checks the model's output, the gradient arriving there, and the
+        gradients of the biases of the layer that runs first (of all its parameters when it
+        has no bias). A NaN/Inf made in the forward pass reaches the output; one made in the
+        backward pass of a chain of layers reaches the first layer's backward signal, whose sum
+        over the batch is its bias gradient.
         """
         if isinstance(self._unrecorded_bad, int):
             return  # the first one is already known
-        module = self._modules[self.layer_names[self._order[0] if self._order else 0]]
-        tensors = [p.grad.detach() for p in module._parameters.values()
-                   if p is not None and p.grad is not None]
+        tensors = [p.grad.detach() for p in self._first_layer_parameters() if p.grad is not None]
         tensors += [t for t in current.root_outputs if t.is_floating_point()]
         tensors += [g for _, g in current.grads]
         if not tensors:
             return
         device = self._device()
-        if device.type == "cpu" and all(t.device.type == "cpu" for t in tensors):
+        if device.type == "cpu" and tensors[-1].device.type == "cpu":  # model and output
             # one fused norm (fast; reading a CPU value is free); a non-finite result is
             # confirmed entry by entry, as huge finite values can overflow it
             total = math.fsum(norm.item() for norm in torch._foreach_norm(tensors))
