@@ -66,6 +66,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/monitor_overhead.py --save benchmarks/results/monitor_overhead.json
 	$(PY) benchmarks/clip_speed.py --save benchmarks/results/clip_speed.json
+	$(PY) benchmarks/notebook_times.py --save benchmarks/results/notebook_times.json
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/' > constraints.txt.new

@@ -140,12 +140,12 @@ class Thresholds:
       value at the first recorded step (a run that blows up during training). Default 1e3.
     - ``update_ratio_high``: some layer's update-to-weight ratio exceeds it (needs an
       optimizer). Default 0.1 (the rule of thumb for healthy is about 1e-3).
+    - ``saturation_margin``: a tanh unit with ``|a| > 1 - margin`` or a sigmoid unit within
+      ``margin`` of 0 or 1 counts as saturated. Default 0.01.
 
     The rules that compare with the weights (``grad_to_weight_*``, ``update_ratio_high``) leave
     out layers whose weights were all zero at the first recorded step, such as a ReZero gate or
     a zero-initialised normalisation scale: they have no scale to compare with yet.
-    - ``saturation_margin``: a tanh unit with ``|a| > 1 - margin`` or a sigmoid unit within
-      ``margin`` of 0 or 1 counts as saturated. Default 0.01.
 
     >>> Thresholds(layer_ratio=1e2).layer_ratio
     100.0
