@@ -52,7 +52,9 @@ records nothing) followed by a backward pass that accumulates into the parameter
 - A forward pass run with gradients enabled but never followed by ``backward()`` counts towards
   the next backward pass; run evaluation under ``torch.no_grad()``.
 - ``torch.autograd.grad`` (a gradient penalty, a saliency map) leaves ``.grad`` alone, so it is
-  neither counted nor recorded.
+  neither counted nor recorded; a ``backward()`` that follows on the same forward is the pass.
+  For the same reason, an optimizer that steps inside the backward pass and clears ``.grad``
+  there (``register_post_accumulate_grad_hook``) leaves nothing to record.
 - With gradient accumulation, each micro-batch's ``backward()`` is a pass, recorded with the
   gradient accumulated so far; update ratios are measured for a recorded pass that the
   optimizer step directly follows. A second ``backward(retain_graph=True)`` through the same
@@ -77,6 +79,7 @@ records nothing) followed by a backward pass that accumulates into the parameter
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -269,9 +272,11 @@ class _Pass:
     grads: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # in arrival order
     root_outputs: list[torch.Tensor] = field(default_factory=list)
     queued: bool = False
-    # each parameter's .grad (and its version) when the pass began, to tell at its end whether
-    # the backward pass accumulated into them (loss.backward()) or not (torch.autograd.grad)
-    grads_before: list[tuple[torch.Tensor | None, int]] = field(default_factory=list)
+    # a weak reference to each parameter's .grad (None if it had none) and its version when the
+    # pass began, to tell at its end whether the backward pass accumulated into them
+    # (loss.backward()) or not (torch.autograd.grad); weak, so that a gradient the user sets to
+    # None meanwhile is freed
+    grads_before: list[tuple[weakref.ref | None, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -374,7 +379,7 @@ def _activation_counts(
     else:
         saturated = nan
     if kind == "relu" and a.dim() > 0 and a.numel() > 0:
-        if unit_dim in (-1, a.dim() - 1) or a.dim() <= unit_dim:
+        if unit_dim < 0 or unit_dim >= a.dim() - 1:  # units along the last dimension
             units = a.shape[-1]
             largest = a.reshape(-1, units).amax(0)
         else:  # channels of a convolution: (batch, channels, positions...)
@@ -535,9 +540,13 @@ class GradientMonitor:
         self._modules = dict(model.named_modules())
         self._saturation_kind = {name: self._layer_kind(module)
                                  for name, module in self._modules.items()}
-        # where a layer's units are in its activation: channels (dimension 1) for convolutions
-        self._unit_dim = [1 if isinstance(self._modules[name], nn.modules.conv._ConvNd) else -1
-                          for name in self.layer_names]
+        # a convolution's weight has as many dimensions as its batched output (channels in
+        # dimension 1), one more than an unbatched output (channels in dimension 0); 0 if not
+        self._conv_dims = [
+            self._modules[name].weight.dim()
+            if isinstance(self._modules[name], nn.modules.conv._ConvNd) else 0
+            for name in self.layer_names
+        ]
         # name of the module whose output is each layer's activation; known after one pass
         self.activation_sources: dict[str, str] = {}
         self._order: list[int] | None = None  # layer indices in the order they first ran
@@ -696,20 +705,32 @@ class GradientMonitor:
             engine = torch.autograd.Variable._execution_engine
             engine.queue_callback(partial(self._end_of_backward, current))
 
-    def _grad_versions(self) -> list[tuple[torch.Tensor | None, int]]:
-        return [(g, g._version) if (g := p.grad) is not None else (None, 0)
+    def _grad_versions(self) -> list[tuple[weakref.ref | None, int]]:
+        return [(weakref.ref(g), g._version) if (g := p.grad) is not None else (None, 0)
                 for p in self._params]
 
+    def _accumulated(self, current: _Pass) -> bool:
+        """Whether the backward pass that just ended put a gradient into some ``.grad``."""
+        for p, (before, version) in zip(self._params, current.grads_before, strict=True):
+            grad = p.grad
+            if before is None:
+                if grad is not None:
+                    return True
+            elif grad is None or before() is not grad or grad._version != version:
+                return True
+        return False
+
     def _end_of_backward(self, current: _Pass) -> None:
+        if not self._accumulated(current):
+            # torch.autograd.grad (a gradient penalty, a saliency map): not a training step.
+            # The pass stays open for the backward() that may follow on the same graph.
+            current.queued = False
+            current.grads.clear()
+            return
         if self._pass is current:
             self._pass = None
             if self.every > 1 and self._module_handles:  # recording every pass: they stay
                 self._unhook_modules()
-        if all(p.grad is before and (before is None or before._version == version)
-               for p, (before, version) in zip(self._params, current.grads_before, strict=True)):
-            # no parameter gradient was accumulated: torch.autograd.grad (a gradient penalty,
-            # a saliency map), not a training step; it is neither counted nor recorded
-            return
         self._passes += 1
         if current.recording:
             self._record(current)
@@ -739,6 +760,10 @@ class GradientMonitor:
                 activation, _ = self._activation_statistics(found, device, exact=True)
                 if not self._all_finite(current, grads):
                     self._nonfinite = self._locate(current, grads)
+        ran = {self._layer_index.get(call.name) for call in current.calls}
+        missing = [i for i in range(len(self.layer_names)) if i not in ran]
+        if missing:  # a layer whose module never ran has no output: backward norm NaN, not 0
+            norms[_ROW["backward"]].index_fill_(0, torch.tensor(missing, device=device), math.nan)
         self._rows.append(torch.cat([norms, activation]))
         self._steps.append(current.index)
         self._last = _Last(
@@ -779,11 +804,6 @@ class GradientMonitor:
             torch.tensor([layer for layer, _ in signals], dtype=torch.long, device=device),
             layers,
         )
-        ran = {self._layer_index.get(call.name) for call in current.calls}
-        if len(ran) <= layers:  # a layer whose module never ran has no output: NaN, not 0
-            missing = [i for i in range(layers) if i not in ran]
-            if missing:
-                backward.index_fill_(0, torch.tensor(missing, device=device), math.nan)
         return torch.stack([_layer_norms(grad, owner_layer, layers), backward,
                             _layer_norms(weight, owner_layer, layers)])
 
@@ -820,7 +840,7 @@ class GradientMonitor:
             return empty, torch.zeros((), dtype=torch.float64, device=device)
         sums, saturated, dead = zip(*(
             _activation_counts(a, self._saturation_kind.get(name), margin, self._nan(a.device),
-                               exact, self._unit_dim[layer]) for layer, name, a in found),
+                               exact, self._unit_dim(layer, a)) for layer, name, a in found),
             strict=True)
         squares = _foreach_norms([a for _, _, a in found], device, exact).square()
         per_call = torch.stack([torch.stack(sums).to(device, torch.float64), squares,
@@ -857,25 +877,31 @@ class GradientMonitor:
             self.activation_sources.setdefault(self.layer_names[layer], name)
 
     def _first_layer_parameters(self) -> list[nn.Parameter]:
-        """The biases of the layer that runs first, or all its parameters if it has none
-        (cached once the order of the layers is known)."""
+        """The trainable parameters of the layer that runs first (cached once the order of
+        the layers is known)."""
         if self._check_parameters is not None:
             return self._check_parameters
         module = self._modules[self.layer_names[self._order[0] if self._order else 0]]
-        named = [(name, p) for name, p in module._parameters.items() if p is not None]
-        chosen = [p for name, p in named if name.startswith("bias")] or [p for _, p in named]
+        chosen = [p for p in module._parameters.values() if p is not None and p.requires_grad]
         if self._order is not None:
             self._check_parameters = chosen
         return chosen
+
+    def _unit_dim(self, layer: int, activation: torch.Tensor) -> int:
+        """Where the units of ``layer``'s activation are: the channels of a convolution
+        (dimension 1, or 0 for an unbatched input), else the last dimension."""
+        conv_dims = self._conv_dims[layer]
+        if conv_dims == 0:
+            return -1
+        return 1 if activation.dim() == conv_dims else 0
 
     def _check_unrecorded(self, current: _Pass) -> None:
         """A pass that is not recorded: remember whether it went non-finite.
 
         Cheap on purpose: it checks the model's output, the gradient arriving there, and the
-        gradients of the biases of the layer that runs first (of all its parameters when it
-        has no bias). A NaN/Inf made in the forward pass reaches the output; one made in the
-        backward pass of a chain of layers reaches the first layer's backward signal, whose sum
-        over the batch is its bias gradient.
+        parameter gradients of the layer that runs first. A NaN/Inf made in the forward pass
+        reaches the output; one made in the backward pass of a chain of layers reaches the
+        first layer's gradients.
         """
         if isinstance(self._unrecorded_bad, int):
             return  # the first one is already known

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import gradtext as gt
+from gradtext import monitor as monitor_module
 from gradtext import plots
 from gradtext.models import DeepMLP, SequenceModel
 from gradtext.monitor import Diagnosis, GradientMonitor, Thresholds
@@ -965,6 +966,10 @@ def test_copies_made_while_attached_do_not_feed_the_monitor():
         F.cross_entropy(snapshot(x), y).backward()  # the copy's pass: not the monitor's
     assert mon.steps.tolist() == [0]
     assert _hooks(net) == 0
+    copied_hooks = [hook for m in snapshot.modules()
+                    for hook in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]]
+    assert copied_hooks and all(hook is monitor_module._inert_hook for hook in copied_hooks)
+    assert b"GradientMonitor" not in buffer.getvalue()  # the pickle holds no monitor
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     torch.testing.assert_close(loaded(x), net(x))
@@ -978,3 +983,91 @@ def test_an_empty_batch_is_reported_as_no_gradient_at_all():
     verdict = mon.diagnose()
     assert verdict.kind == "vanishing" and verdict.layer is None
     assert "exactly zero" in str(verdict) and "empty" in str(verdict)
+
+
+def test_a_penalty_on_the_same_forward_as_the_loss_is_one_pass():
+    # the forward is shared: autograd.grad first (not a pass), then backward() on that graph
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x = torch.randn(16, 4, dtype=torch.float64, requires_grad=True)
+    expected = []
+    with GradientMonitor(critic) as mon:
+        for _ in range(3):
+            critic.zero_grad()
+            out = critic(x)
+            (slope,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+            (out.mean() + slope.pow(2).sum(dim=1).mean()).backward()
+            expected.append(_own_grad_norms(critic))
+    assert mon.steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mon.grad_norms(), expected, rtol=1e-12)
+
+
+def test_the_gradients_of_the_last_pass_are_not_kept_alive():
+    import weakref
+
+    net = _mlp()
+    x, y = _batch()
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(x), y).backward()
+        old = weakref.ref(net.linears[0].weight.grad)
+        out = net(x)  # forward first, then zero_grad: the old gradients are dropped
+        net.zero_grad(set_to_none=True)
+        assert old() is None
+        F.cross_entropy(out, y).backward()
+    assert mon.steps.tolist() == [0, 1]
+
+
+def test_an_unbatched_convolution_has_its_channels_first():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU())
+    with torch.no_grad():
+        conv[0].bias[:2] = -100.0
+    with GradientMonitor(conv) as mon:
+        conv(torch.randn(1, 10)).sum().backward()  # (channels, length): no batch dimension
+    assert mon.dead_fractions()[0, 0] == 0.5
+
+
+@pytest.mark.parametrize("case", ["frozen first bias", "overflow in a weight gradient"])
+def test_unrecorded_passes_catch_what_reaches_any_first_layer_gradient(case):
+    torch.manual_seed(0)
+    if case == "frozen first bias":
+        class Sqrt(nn.Module):  # its derivative at 0 is Inf
+            def forward(self, x):
+                return x.clamp_min(0).sqrt()
+
+        net = nn.Sequential(nn.Linear(4, 8), Sqrt(), nn.Linear(8, 1))
+        net[0].bias.requires_grad_(False)
+        batches = [torch.randn(16, 4), torch.zeros(16, 4)]
+        with torch.no_grad():
+            net[0].bias.zero_()
+        scale = 1.0
+    else:  # a huge input feature that the output does not use: finite output, Inf gradient
+        net = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1))
+        with torch.no_grad():
+            net[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        batches = [torch.tensor([[1.0, 1.0]] * 4), torch.tensor([[1.0, 1e30]] * 4)]
+        scale = 1e10
+    with GradientMonitor(net, every=2) as mon:
+        for x in batches:  # pass 1 is not recorded
+            net.zero_grad()
+            (scale * net(x).sum()).backward()
+    assert not torch.isfinite(net[0].weight.grad).all()
+    verdict = mon.diagnose()
+    assert (verdict.kind, verdict.step) == ("nonfinite", 1), str(verdict)
+
+
+def test_a_layer_that_never_ran_does_not_send_every_pass_down_the_slow_path(monkeypatch):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, dropout=0.0)
+    model = nn.Sequential(nn.Linear(4, 8), layer, nn.Linear(8, 1))
+
+    def no_search(*args):
+        raise AssertionError("the element-by-element search ran on a finite pass")
+
+    monkeypatch.setattr(GradientMonitor, "_all_finite", no_search)
+    with GradientMonitor(model) as mon:
+        for _ in range(2):
+            model(torch.randn(3, 5, 4)).sum().backward()
+    out_proj = mon.layer_names.index("1.self_attn.out_proj")
+    assert np.isnan(mon.backward_norms()[:, out_proj]).all()
+    assert mon.diagnose().kind != "nonfinite"

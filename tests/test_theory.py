@@ -622,3 +622,18 @@ def test_input_output_jacobian_says_what_it_supports():
         theory.input_output_jacobian(cnn, torch.randn(3, 5, 5))
     with pytest.raises(ValueError, match="images, sequences.*not supported"):
         theory.extreme_singular_values(cnn, torch.randn(1, 3, 5, 5))
+
+
+def test_state_decay_of_a_time_major_rnn_matches_the_batch_first_one():
+    torch.manual_seed(7)
+    time_major = nn.RNN(2, 8)  # PyTorch's default layout: (time, batch, features)
+    batch_first = nn.RNN(2, 8, batch_first=True)
+    batch_first.load_state_dict(time_major.state_dict())
+    batch = torch.randn(3, 30, 2)
+    expected = theory.state_decay(batch_first, batch)
+    assert expected.norms.shape == (31,)
+    result = theory.state_decay(time_major, batch.transpose(0, 1))
+    np.testing.assert_allclose(result.norms, expected.norms, rtol=1e-12)
+    single = theory.state_decay(time_major, batch[0])  # one sequence: (time, features)
+    np.testing.assert_allclose(single.norms, theory.state_decay(batch_first, batch[0]).norms)
+    assert time_major.weight_hh_l0.dtype == torch.float32 and not time_major.batch_first

@@ -238,8 +238,9 @@ def state_decay(model: nn.Module, inputs: torch.Tensor, *, start: int = 1) -> St
     :attr:`StateDecay.time_constant` steps; near 1, it carries them.
 
     ``model`` is an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` (one layer, one direction; an LSTM
-    without projections), a :class:`~gradtext.models.SequenceModel` around one, an
-    ``nn.RNNCell``, ``nn.LSTMCell`` or ``nn.GRUCell``, or a :mod:`gradtext.cells` cell.
+    or GRU with biases and, for an LSTM, without projections), a
+    :class:`~gradtext.models.SequenceModel` around one, an ``nn.RNNCell``, ``nn.LSTMCell`` or
+    ``nn.GRUCell``, or a :mod:`gradtext.cells` cell, on any device.
     ``inputs`` is one sequence ``(T, input_size)`` or a batch ``(batch, T, input_size)``
     (time first when an ``nn.RNN``/``nn.LSTM``/``nn.GRU`` has ``batch_first=False``). Computed
     in float64 on a copy of the weights; the model is not changed.
@@ -258,7 +259,7 @@ def state_decay(model: nn.Module, inputs: torch.Tensor, *, start: int = 1) -> St
         raise ValueError(f"start must be an int >= 0, got {start!r}")
     rnn = model.rnn if isinstance(model, SequenceModel) else model
     if isinstance(rnn, (nn.RNN, nn.LSTM, nn.GRU)):
-        sequences = _sequences(inputs, rnn.input_size, rnn.batch_first)
+        sequences = _sequences(inputs, rnn.input_size, rnn.batch_first)  # (batch, time, input)
     elif isinstance(rnn, (nn.RNNCell, nn.LSTMCell, nn.GRUCell, cells.LSTMCell, cells.GRUCell)):
         sequences = _sequences(inputs, rnn.input_size, batch_first=True)
     else:
@@ -272,8 +273,11 @@ def state_decay(model: nn.Module, inputs: torch.Tensor, *, start: int = 1) -> St
             f"{sequences.shape[1] - 1}), got {start}"
         )
     hidden = rnn.hidden_size
+    sequences = sequences.cpu()  # computed on the CPU, whatever device the model is on
     if isinstance(rnn, nn.RNN):
-        norms = rnn_jacobian_norms(rnn, sequences)
+        layer = _float64_copy(rnn)
+        layer.batch_first = True  # the sequences are batch-first by now
+        norms = rnn_jacobian_norms(layer, sequences)
     else:
         if isinstance(rnn, (nn.LSTM, nn.LSTMCell)):
             cell: nn.Module = cells.LSTMCell.from_torch(rnn)
