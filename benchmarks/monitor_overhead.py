@@ -14,7 +14,8 @@ The last column, ``norms_share``, is the time of one fused norm over every gradi
 measured inside the same training loop, as a share of the step: recording a step costs at
 least that much, as the monitor must read each gradient and weight once.
 
-Run: ``python benchmarks/monitor_overhead.py`` (``--quick`` for a shorter run). Targets:
+Run: ``python benchmarks/monitor_overhead.py`` (``--quick`` for a shorter run, ``--repeats``
+for more rounds). Targets:
 <= 1.10 recording every step, <= 1.02 every 10th.
 """
 
@@ -103,12 +104,18 @@ def measure(build, repeats: int, steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds per setting (default 15, or 5 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--mlp-batch", type=int, default=128, help="the MLP's batch size")
     parser.add_argument("--save", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats, steps = (5, 20) if args.quick else (15, 20)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            parser.error(f"--repeats must be >= 1, got {args.repeats}")
+        repeats = args.repeats
     print(f"monitor overhead: step time with / without, median of {repeats} x {steps} steps, "
           f"{args.threads} thread(s)")
     columns = ["every=1", "every=10", "every=1, no optimizer", "every=10, exact updates",
