@@ -30,6 +30,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
     "softplus": nn.Softplus,
+    "selu": nn.SELU,
+    "mish": nn.Mish,
     "linear": nn.Identity,
     "identity": nn.Identity,
 }

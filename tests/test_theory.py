@@ -637,3 +637,16 @@ def test_state_decay_of_a_time_major_rnn_matches_the_batch_first_one():
     single = theory.state_decay(time_major, batch[0])  # one sequence: (time, features)
     np.testing.assert_allclose(single.norms, theory.state_decay(batch_first, batch[0]).norms)
     assert time_major.weight_hh_l0.dtype == torch.float32 and not time_major.batch_first
+
+
+def test_selu_and_mish_are_known_to_theory_as_to_init():
+    # SELU's slope is lambda on the right of 0 and lambda * alpha just left of it; with zero bias
+    # its critical point is the small-signal one, where E[phi'^2] = lambda^2 (1 + alpha^2) / 2
+    lam, alpha = 1.0507009873554805, 1.6732632423543772
+    expected = 2 / (lam**2 * (1 + alpha**2))
+    assert theory.critical_weight_variance("selu") == pytest.approx(expected, rel=1e-3)
+    assert theory.derivative_bound("selu") == pytest.approx(lam * alpha, rel=1e-3)
+    # Mish grows like ReLU for large inputs: the large-signal branch gives ReLU's 2
+    assert theory.critical_weight_variance("mish") == pytest.approx(2.0, rel=1e-2)
+    assert isinstance(make_activation("SELU"), nn.SELU) and isinstance(make_activation("mish"),
+                                                                          nn.Mish)
