@@ -67,13 +67,17 @@ def test_every_chapter_is_in_the_table_of_contents_and_vice_versa():
 def test_readme_examples_run():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## The package on your own model", 1)[1]
-    fit_example, monitor_example = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    fit_example, monitor_example, decay_example = re.findall(r"```python\n(.*?)```", section,
+                                                              re.S)[:3]
     namespace: dict = {}
     exec(compile(fit_example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own
     assert namespace["history"].diverged
     namespace = {}
     exec(compile(monitor_example, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["verdict"].kind == "vanishing"
+    namespace = {}
+    exec(compile(decay_example, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["decay"].rate < 0.9
 
 
 def test_ci_runs_the_readme_test_command():
