@@ -54,8 +54,9 @@ class ClipResult:
 
 
 def _parameters(parameters: object, name: str = "parameters") -> list[torch.Tensor]:
-    """``parameters`` (a Module, one tensor or an iterable of tensors) as a list of tensors;
-    a clear ``TypeError`` naming ``name`` for anything else."""
+    """``parameters`` (a Module, one tensor or an iterable of tensors) as a list of tensors,
+    each once (a tensor listed twice, such as a weight tied between two layers, would be
+    counted and scaled twice); a clear ``TypeError`` naming ``name`` for anything else."""
     if isinstance(parameters, nn.Module):
         parameters = parameters.parameters()
     elif isinstance(parameters, torch.Tensor):
@@ -69,11 +70,24 @@ def _parameters(parameters: object, name: str = "parameters") -> list[torch.Tens
     for p in parameters:
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"{name} must contain tensors, got {type(p).__name__}")
+    if len(set(map(id, parameters))) < len(parameters):
+        parameters = list({id(p): p for p in parameters}.values())
     return parameters
 
 
+def _check_dense(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``grads``, or a ``TypeError`` if one is sparse (none of the norms here supports it)."""
+    for g in grads:
+        if g.layout != torch.strided:
+            raise TypeError(
+                f"parameters must have dense gradients, got a sparse gradient ({g.layout}) "
+                f"for a parameter of shape {tuple(g.shape)}; use nn.Embedding(sparse=False)"
+            )
+    return grads
+
+
 def _grads(parameters: Parameters) -> list[torch.Tensor]:
-    return [p.grad for p in _parameters(parameters) if p.grad is not None]
+    return _check_dense([p.grad for p in _parameters(parameters) if p.grad is not None])
 
 
 def _as_float(value: object) -> float | None:
@@ -94,6 +108,28 @@ def _check_positive(name: str, value: object) -> float:
         raise TypeError(f"{name} must be a positive number, got {value!r}")
     if not number > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def _check_positive_int(name: str, value: object, none_allowed: bool = False) -> int | None:
+    """``value`` as an int if it is a positive Python or NumPy integer (not a bool), or None
+    if it is None and ``none_allowed``."""
+    if value is None and none_allowed:
+        return None
+    expected = "None or a positive int" if none_allowed else "a positive int"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def _check_eps(eps: object) -> float:
+    number = _as_float(eps)
+    if number is None:
+        raise TypeError(f"eps must be a finite number >= 0, got {eps!r}")
+    if not 0 <= number < math.inf:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     return number
 
 
@@ -236,7 +272,9 @@ def clip_by_norm(
     (coefficient ``max_norm / (norm + eps)``, capped at 1). As there, ``parameters`` may be a
     single tensor, ``max_norm`` and ``norm_type`` may be Python or NumPy numbers or one-element
     tensors, and ``norm_type`` may be a string such as ``'inf'`` (read with ``float``); unlike
-    there, a string ``max_norm`` and a ``norm_type`` below 1 raise. A non-finite norm makes the
+    there, a string ``max_norm`` and a ``norm_type`` below 1 raise, and a tensor listed twice
+    (a tied weight) is counted and scaled once. ``eps`` (keyword-only; PyTorch's is fixed at
+    1e-6) must be finite and ``>= 0``. A non-finite norm makes the
     gradients non-finite, as in PyTorch, or raises a ``RuntimeError`` with
     ``error_if_nonfinite=True`` (which waits for the device to read the norm); the stateful
     clippers below offer other choices. ``foreach`` is accepted for compatibility: the fused
@@ -256,6 +294,7 @@ def clip_by_norm(
     (0.4, [0.15, 0.2])
     """
     max_norm = _check_positive("max_norm", max_norm)
+    eps = _check_eps(eps)
     grads = _grads(parameters)
     groups = _grouped(grads)
     norm = _norm_of(grads, _check_norm_type(norm_type), groups, fast=True)
@@ -309,6 +348,7 @@ def clip_per_parameter(
     """
     max_norm = _check_positive("max_norm", max_norm)
     norm_type = _check_norm_type(norm_type)
+    eps = _check_eps(eps)
     grads = _grads(parameters)
     if not grads:
         zero = torch.tensor(0.0, dtype=torch.float64)
@@ -364,6 +404,7 @@ class AdaptiveGradientClipping:
 
     def _clip(self, parameters: Parameters) -> ClipResult:
         params = [p for p in _parameters(parameters) if p.grad is not None]
+        _check_dense([p.grad for p in params])
         if not params:
             zero = torch.tensor(0.0, dtype=_FLOAT64)
             return ClipResult(total_norm=zero, coefficient=torch.ones_like(zero))
@@ -503,7 +544,7 @@ class AutoClip(_HistoryClipper):
     """AutoClip (Seetharaman et al. 2020): clip to the ``percentile``-th percentile of past norms.
 
     Only finite norms enter the history. The first step (empty history) is not clipped.
-    ``history_size`` keeps only the most recent norms (``None``: all of them). ``nonfinite``
+    ``history_size`` keeps only the most recent finite norms (``None``: all of them). ``nonfinite``
     says what happens when the gradient's norm is NaN or Inf: ``"skip"`` leaves the gradient
     as it is (no clipping, nothing recorded, ``coefficient`` 1; ``gradtext.fit`` then stops on
     it), ``"zero"`` sets it to zero (``coefficient`` 0) so that a plain SGD step does nothing
@@ -526,36 +567,53 @@ class AutoClip(_HistoryClipper):
         history_size: int | None = None,
     ) -> None:
         super().__init__(norm_type, nonfinite)
-        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
+        number = _as_float(percentile)
+        if number is None:
             raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
-        if not 0 < percentile <= 100:
+        if not 0 < number <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-        if history_size is not None and (not isinstance(history_size, int) or history_size < 1):
-            raise ValueError(f"history_size must be None or a positive int, got {history_size!r}")
-        self.percentile = float(percentile)
-        self.history_size = history_size
+        self.percentile = number
+        self.history_size = _check_positive_int("history_size", history_size, none_allowed=True)
         self.history: list[torch.Tensor] = []
+
+    def _window(self) -> torch.Tensor:
+        """The norms that set the threshold, as one tensor: ``history`` with NaN (ignored by
+        nanquantile) for the non-finite norms and for the finite ones older than the
+        ``history_size`` most recent finite norms. Computed on the device: no host sync."""
+        history = torch.stack(self.history)
+        if self.history_size is None:
+            return history
+        finite = ~torch.isnan(history)
+        newer = finite.flip(0).cumsum(0).flip(0)  # how many finite norms from here on
+        keep = finite & (newer <= self.history_size)
+        return torch.where(keep, history, torch.full_like(history, math.nan))
 
     def _threshold(self) -> torch.Tensor | None:
         if not self.history:
             return None
-        # non-finite norms are stored as NaN, which nanquantile ignores: no host sync needed
-        threshold = torch.nanquantile(torch.stack(self.history), self.percentile / 100.0)
+        threshold = torch.nanquantile(self._window(), self.percentile / 100.0)
         return torch.where(torch.isnan(threshold), torch.full_like(threshold, math.inf), threshold)
 
     def _record(self, norm: torch.Tensor) -> None:
+        # non-finite norms are stored as NaN: deciding whether to store one would wait for the
+        # device, so they are stored and then ignored (see _window)
         norm = norm.detach()
+        if self.history and self.history[-1].device != norm.device:  # e.g. after loading
+            self.history = [n.to(norm.device) for n in self.history]
         self.history.append(
             torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.nan))
         )
-        if self.history_size is not None and len(self.history) > self.history_size:
-            del self.history[0]
+        if self.history_size is not None and len(self.history) > 2 * self.history_size:
+            # forget what no longer counts: one wait for the device every history_size steps
+            window = self._window()
+            self.history = list(window[~torch.isnan(window)].unbind(0))
 
     def state_dict(self) -> dict:
         """The clipper's settings and history, for checkpoints (plain Python values)."""
+        window = self._window().tolist() if self.history else []
         return {
             "percentile": self.percentile,
-            "history": [float(n) for n in self.history if math.isfinite(float(n))],
+            "history": [n for n in window if math.isfinite(n)],
             "history_size": self.history_size,
         }
 
@@ -591,11 +649,14 @@ class ZScoreClip(_HistoryClipper):
     ) -> None:
         super().__init__(norm_type, nonfinite)
         self.z = _check_positive("z", z)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < 1:
+        if self.z == math.inf:  # mean + inf * std is NaN while the std is 0
+            raise ValueError(f"z must be finite, got {z!r}")
+        number = _as_float(beta)
+        if number is None:
+            raise TypeError(f"beta must be a number in (0, 1), got {beta!r}")
+        if not 0 < number < 1:
             raise ValueError(f"beta must be in (0, 1), got {beta!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-            raise ValueError(f"warmup must be a positive int, got {warmup!r}")
-        self.beta, self.warmup = float(beta), warmup
+        self.beta, self.warmup = number, _check_positive_int("warmup", warmup)
         self.mean = torch.tensor(0.0, dtype=torch.float64)
         self.var = torch.tensor(0.0, dtype=torch.float64)
         self.count = torch.tensor(0, dtype=torch.int64)

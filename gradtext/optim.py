@@ -103,19 +103,25 @@ class _WrittenOut(torch.optim.Optimizer):
         below defines its own; this base class is never used on its own."""
         raise TypeError(f"{type(self).__name__} must define _check_hyperparameters")
 
-    def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
-        """The group's parameters that have a gradient (no gradient: no update and no state),
-        all checked before any of them is updated."""
-        params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients "
-                    f"(got one for a parameter of shape {tuple(p.shape)})"
-                )
-            if torch.is_complex(p):
-                raise TypeError(f"{type(self).__name__} does not support complex parameters")
-        return params
+    def _groups_with_grads(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]]:
+        """Each param group with its parameters that have a gradient (no gradient: no update
+        and no state), all of them, in every group, checked before any of them is updated."""
+        groups = [
+            (group, [p for p in group["params"] if p.grad is not None])
+            for group in self.param_groups
+        ]
+        for _, params in groups:
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients "
+                        f"(got one for a parameter of shape {tuple(p.shape)})"
+                    )
+                if torch.is_complex(p):
+                    raise TypeError(
+                        f"{type(self).__name__} does not support complex parameters"
+                    )
+        return groups
 
     @staticmethod
     def _evaluate(closure: _Closure | None) -> torch.Tensor | None:
@@ -228,10 +234,10 @@ class SGD(_WrittenOut):
         (tensor(1., grad_fn=<SumBackward0>), tensor([0.]))
         """
         loss = self._evaluate(closure)
-        for group in self.param_groups:
+        for group, params in self._groups_with_grads():
             lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
             weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for p in self._params_with_grad(group):
+            for p in params:
                 g = p.grad
                 if weight_decay != 0:
                     g = g + weight_decay * p
@@ -339,9 +345,9 @@ class AdaGrad(_WrittenOut):
         {'step': 1, 'sum': tensor([2., 5.])}
         """
         loss = self._evaluate(closure)
-        for group in self.param_groups:
+        for group, params in self._groups_with_grads():
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-            for p in self._params_with_grad(group):
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -449,10 +455,10 @@ class RMSProp(_WrittenOut):
         ['grad_avg', 'momentum_buffer', 'square_avg', 'step']
         """
         loss = self._evaluate(closure)
-        for group in self.param_groups:
+        for group, params in self._groups_with_grads():
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             weight_decay, momentum = group["weight_decay"], group["momentum"]
-            for p in self._params_with_grad(group):
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -597,10 +603,10 @@ class Adam(_WrittenOut):
         (['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq', 'step'], 1)
         """
         loss = self._evaluate(closure)
-        for group in self.param_groups:
+        for group, params in self._groups_with_grads():
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             weight_decay = group["weight_decay"]
-            for p in self._params_with_grad(group):
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0

@@ -506,3 +506,166 @@ def test_skip_reports_the_coefficient_it_applied(make, bad):
     result = clipper([p])
     assert float(result.coefficient) == 1.0 and not result.clipped  # left as it is
     assert p.grad[1].item() == 1.0
+
+
+# --- review follow-ups: history_size and skipped steps, devices, repeated tensors, bad input ---
+
+
+def _feed(clipper, norms, device="cpu"):
+    """Feed one-entry gradients of the given norms; the gradients after clipping."""
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64, device=device))
+    out = []
+    for n in norms:
+        p.grad = torch.tensor([n], dtype=torch.float64, device=device)
+        clipper([p])
+        out.append(p.grad)
+    return out
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_autoclip_history_size_counts_only_finite_norms(bad):
+    # a skipped non-finite step records nothing, so it must not push a real norm out:
+    # the window after [1, 3, bad] is still [1, 3], whose median is 2
+    grads = _feed(AutoClip(percentile=50, history_size=2), [1.0, 3.0, bad, 10.0])
+    assert grads[-1].item() == pytest.approx(2.0, rel=1e-6)
+    # and a long run of them neither grows the history nor loses the window
+    clipper = AutoClip(percentile=50, history_size=2)
+    grads = _feed(clipper, [1.0, 3.0] + [bad] * 50 + [10.0])
+    assert grads[-1].item() == pytest.approx(2.0, rel=1e-6)
+    assert len(clipper.history) <= 2 * 2 + 1
+    # the window goes on moving with finite norms
+    grads = _feed(AutoClip(percentile=50, history_size=2), [1.0, 3.0, bad, 5.0, 10.0])
+    assert grads[-1].item() == pytest.approx(4.0, rel=1e-6)
+
+
+def test_autoclip_history_size_state_round_trip_after_a_skipped_step():
+    first = AutoClip(percentile=50, history_size=2)
+    _feed(first, [1.0, 3.0, math.nan])
+    second = AutoClip(percentile=50, history_size=2)
+    second.load_state_dict(first.state_dict())
+    assert second.state_dict() == first.state_dict() == {
+        "percentile": 50.0, "history": [1.0, 3.0], "history_size": 2,
+    }
+    for a, b in zip(_feed(first, [5.0, 10.0]), _feed(second, [5.0, 10.0]), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_autoclip_resumes_from_a_checkpoint_on_another_device():
+    # load_state_dict makes CPU tensors; gradients on an accelerator must still work (the meta
+    # device stands in for a GPU: mixing it with CPU tensors fails the same way)
+    first = AutoClip(percentile=50)
+    _feed(first, [1.0, 2.0])
+    resumed = AutoClip(percentile=50)
+    resumed.load_state_dict(first.state_dict())
+    for _ in range(3):
+        _feed(resumed, [4.0], device="meta")
+    assert all(n.device.type == "meta" for n in resumed.history)
+    assert len(resumed.history) == 5
+
+
+def _tensor_listed_twice(clip):
+    """Gradients after ``clip([p, p])`` and after ``clip([q])``, for equal p and q."""
+    p, q = (torch.nn.Parameter(torch.ones(2, 2, dtype=torch.float64)) for _ in range(2))
+    p.grad, q.grad = (torch.full((2, 2), 10.0, dtype=torch.float64) for _ in range(2))
+    twice, once = clip([p, p]), clip([q])
+    return p.grad, q.grad, twice, once
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [
+        lambda ps: clip_by_norm(ps, 1.0),
+        lambda ps: clip_per_parameter(ps, 1.0),
+        lambda ps: AdaptiveGradientClipping(0.1)(ps),
+        lambda ps: clip_by_value(ps, 1.0),
+    ],
+    ids=["clip_by_norm", "clip_per_parameter", "agc", "clip_by_value"],
+)
+def test_a_tensor_listed_twice_is_clipped_once(clip):
+    # tied weights gathered from two submodules (e.g. an embedding and the output layer that
+    # shares it) give the same tensor twice; it must be scaled once and counted once
+    twice_grad, once_grad, twice, once = _tensor_listed_twice(clip)
+    torch.testing.assert_close(twice_grad, once_grad)
+    torch.testing.assert_close(twice.total_norm, once.total_norm)
+    torch.testing.assert_close(twice.coefficient, once.coefficient)
+
+
+def test_a_tensor_listed_twice_counts_once_in_history_clippers():
+    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    p.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    assert float(AutoClip()([p, p]).total_norm) == pytest.approx(5.0)
+    assert float(total_norm([p, p])) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [
+        lambda m: clip_by_norm(m, 1.0),
+        lambda m: clip_by_value(m, 1.0),
+        lambda m: clip_per_parameter(m, 1.0),
+        lambda m: total_norm(m),
+        lambda m: AdaptiveGradientClipping()(m),
+        lambda m: AutoClip()(m),
+        lambda m: ZScoreClip()(m),
+    ],
+)
+def test_sparse_gradients_raise_an_error_that_says_so(clip):
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    before = embedding.weight.grad.to_dense().clone()
+    with pytest.raises(TypeError, match="parameters.*sparse gradient.*sparse=False"):
+        clip(embedding)
+    assert torch.equal(embedding.weight.grad.to_dense(), before)
+
+
+@pytest.mark.parametrize("eps", [-1.0, math.nan, math.inf])
+@pytest.mark.parametrize("clip", [clip_by_norm, clip_per_parameter])
+def test_bad_eps_is_rejected(clip, eps):
+    # a negative eps would flip the gradients' sign: coefficient max_norm / (norm + eps) < 0
+    params = _params(0, scale=0.1)
+    before = _flat(params).clone()
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        clip(params, 1.0, eps=eps)
+    assert torch.equal(_flat(params), before)
+    clip(params, 1.0, eps=0.0)  # 0 is allowed
+
+
+def test_zscore_rejects_an_infinite_z():
+    # mean + inf * std is NaN when the norms so far are equal (std 0): NaN gradients
+    with pytest.raises(ValueError, match="z must be finite"):
+        ZScoreClip(z=math.inf)
+
+
+@pytest.mark.parametrize(("history_size", "error"), [(True, TypeError), (2.0, TypeError),
+                                                     (0, ValueError), (-1, ValueError)])
+def test_autoclip_rejects_a_bad_history_size(history_size, error):
+    with pytest.raises(error, match="history_size must be None or a positive int"):
+        AutoClip(history_size=history_size)
+
+
+def test_history_clippers_take_numpy_numbers_like_the_other_arguments():
+    # e.g. from a sweep over np.arange / np.float32 grids; z already took them
+    auto = AutoClip(percentile=np.float32(50), history_size=np.int64(2))
+    assert (auto.percentile, auto.history_size) == (50.0, 2)
+    assert _feed(auto, [1.0, 3.0, 10.0])[-1].item() == pytest.approx(2.0, rel=1e-6)
+    zscore = ZScoreClip(z=np.float32(2.0), beta=np.float32(0.5), warmup=np.int64(3))
+    assert (zscore.beta, zscore.warmup) == (0.5, 3)
+    assert type(zscore.warmup) is int and type(auto.history_size) is int
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: AutoClip(percentile="10"), TypeError, "percentile must be a number"),
+        (lambda: AutoClip(percentile=True), TypeError, "percentile must be a number"),
+        (lambda: AutoClip(percentile=np.float64(0.0)), ValueError, r"percentile must be in"),
+        (lambda: ZScoreClip(beta="0.9"), TypeError, "beta must be a number"),
+        (lambda: ZScoreClip(beta=np.float32(1.0)), ValueError, r"beta must be in \(0, 1\)"),
+        (lambda: ZScoreClip(warmup=True), TypeError, "warmup must be a positive int"),
+        (lambda: ZScoreClip(warmup=2.0), TypeError, "warmup must be a positive int"),
+        (lambda: ZScoreClip(warmup=np.int64(0)), ValueError, "warmup must be a positive int"),
+    ],
+)
+def test_history_clippers_name_a_bad_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

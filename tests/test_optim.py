@@ -412,3 +412,25 @@ def test_complex_parameters_are_rejected(optimizer_type):
     w.grad = torch.ones(2, dtype=torch.complex128)
     with pytest.raises(TypeError, match="complex parameters"):
         optimizer.step()
+
+
+@pytest.mark.parametrize("optimizer_type", [SGD, AdaGrad, RMSProp, Adam])
+def test_a_rejected_step_updates_nothing_in_any_param_group(optimizer_type):
+    # the usual set-up: the (sparse) embedding in a param group of its own, after the others
+    dense = nn.Parameter(torch.ones(3))
+    embedding = nn.Embedding(10, 3, sparse=True)
+    kwargs = {"momentum": 0.9} if optimizer_type in (SGD, RMSProp) else {}
+    optimizer = optimizer_type(
+        [{"params": [dense]}, {"params": embedding.parameters(), "weight_decay": 0.0}],
+        lr=0.1, **kwargs,
+    )
+    (embedding(torch.tensor([1, 2])).sum() + dense.sum()).backward()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        optimizer.step()
+    assert torch.equal(dense.detach(), torch.ones(3)) and not optimizer.state
+    complex_weight = torch.zeros(2, dtype=torch.complex128, requires_grad=True)
+    optimizer = optimizer_type([{"params": [dense]}, {"params": [complex_weight]}], lr=0.1)
+    complex_weight.grad = torch.ones(2, dtype=torch.complex128)
+    with pytest.raises(TypeError, match="complex parameters"):
+        optimizer.step()
+    assert torch.equal(dense.detach(), torch.ones(3)) and not optimizer.state
