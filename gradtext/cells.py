@@ -23,6 +23,7 @@ They are slower than PyTorch's fused kernels: use them to look inside, and
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -86,11 +87,11 @@ class _GatedCell(nn.Module):
         super().__init__()
         self.input_size = _check_positive_int("input_size", input_size)
         self.hidden_size = _check_positive_int("hidden_size", hidden_size)
-        rows = self._num_chunks * hidden_size
+        rows = self._num_chunks * self.hidden_size
         # Same names, shapes and registration order as torch.nn.LSTMCell / GRUCell, so the
         # same seed gives the same numbers and state dicts load either way.
-        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(rows))
         self.bias_hh = nn.Parameter(torch.empty(rows))
 
@@ -219,7 +220,7 @@ class LSTMCell(_GatedCell):
 
     def __init__(self, input_size: int, hidden_size: int, *, forget_bias: float = 0.0) -> None:
         super().__init__(input_size, hidden_size)
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
             raise TypeError(f"forget_bias must be a float, got {type(forget_bias).__name__}")
         if not math.isfinite(forget_bias):
             raise ValueError(f"forget_bias must be finite, got {forget_bias}")

@@ -2,8 +2,10 @@
 propagates through it.
 
 - :func:`initialize` ``(model, scheme, **options)`` re-draws the weights of every layer a scheme
-  applies to (``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.RNN/LSTM/GRU`` and their cells) and sets
-  the biases, then returns the model. Recurrent weights are drawn **per gate block**: an LSTM's
+  applies to (``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.RNN/LSTM/GRU`` and their cells, and
+  :mod:`gradtext.cells`' ``LSTMCell``/``GRUCell``) and sets the biases, then returns the model.
+  Frozen parameters (``requires_grad=False``) are left as they are unless
+  ``include_frozen=True``. Recurrent weights are drawn **per gate block**: an LSTM's
   ``weight_hh`` is four ``hidden x hidden`` matrices stacked, and each is a matrix in its own
   right (orthogonal, or with fans ``hidden`` and ``hidden``).
 - :func:`activation_gain` and :func:`second_moment_gain`: the factor by which a scheme scales
@@ -22,7 +24,8 @@ The schemes (``n_in``, ``n_out``: a weight block's fans, as ``torch.nn.init`` co
                     ``gain = sqrt(2)`` for ReLU (He et al. 2015)
 ``kaiming_uniform`` ``U[-a, a]``, ``a = gain * sqrt(3 / n)``, same variance
 ``orthogonal``      ``gain * Q``, ``Q`` a random orthogonal matrix (Saxe et al. 2014)
-``identity``        recurrent weights ``gain * I``, other weights ``N(0, std^2)`` with
+``identity``        recurrent weights ``gain * I`` (rectangular ``I`` for a projected LSTM's
+                    ``hidden x proj`` blocks), other weights ``N(0, std^2)`` with
                     ``std = 0.001`` (Le, Jaitly & Hinton 2015's IRNN)
 ``scaled_normal``   ``N(0, std^2)``, ``std = gain / sqrt(n_in)`` unless ``std`` is given
 ``lsuv``            orthogonal, then each layer rescaled in forward order until its output
@@ -33,8 +36,12 @@ Options (each scheme accepts the ones that mean something for it; others raise `
 ``gain``, ``nonlinearity`` (sets the gain through :func:`activation_gain`), ``mode``, ``std``,
 ``bias`` (the value every bias is set to, 0 by default; ``None`` leaves biases alone),
 ``forget_bias`` (an LSTM's forget-gate slice of ``bias_ih``), ``generator`` (a
-``torch.Generator``; the global RNG otherwise), ``strict`` (raise on a layer with parameters the
-scheme cannot handle, default; ``False`` leaves it as it is), and for ``lsuv``: ``data``, ``tol``,
+``torch.Generator``, on any device: a CPU generator draws the same weights for a CUDA model;
+the global RNG otherwise), ``strict`` (raise on a layer with parameters the scheme cannot handle,
+default; ``False`` leaves it as it is), ``include_frozen`` (``False`` by default: parameters with
+``requires_grad=False``, such as a frozen pretrained embedding or layer, are left as they are, and
+a module whose parameters are all frozen is skipped even if the scheme cannot handle it; ``True``
+re-draws them too, keeping their ``requires_grad``), and for ``lsuv``: ``data``, ``tol``,
 ``max_iter``. Normalization layers (``BatchNorm``, ``LayerNorm``, ``GroupNorm``, ...) keep their
 own initialization (weight 1, bias 0) and are skipped.
 
@@ -63,6 +70,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradtext.cells import GRUCell as _GRUCell
+from gradtext.cells import LSTMCell as _LSTMCell
+
 SCHEMES = (
     "standard",
     "xavier_normal",
@@ -76,7 +86,7 @@ SCHEMES = (
 )
 """The scheme names :func:`initialize` accepts."""
 
-_COMMON = {"bias", "forget_bias", "generator", "strict"}
+_COMMON = {"bias", "forget_bias", "generator", "strict", "include_frozen"}
 _OPTIONS: dict[str, set[str]] = {
     "standard": _COMMON,
     "xavier_normal": _COMMON | {"gain", "nonlinearity"},
@@ -90,8 +100,13 @@ _OPTIONS: dict[str, set[str]] = {
 }
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_RECURRENT_LAYERS = (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell)
-_GATES = {nn.RNN: 1, nn.RNNCell: 1, nn.LSTM: 4, nn.LSTMCell: 4, nn.GRU: 3, nn.GRUCell: 3}
+_GATES: dict[type, int] = {  # gate blocks stacked in weight_ih / weight_hh
+    nn.RNN: 1, nn.RNNCell: 1,
+    nn.LSTM: 4, nn.LSTMCell: 4, _LSTMCell: 4,
+    nn.GRU: 3, nn.GRUCell: 3, _GRUCell: 3,
+}
+_RECURRENT_LAYERS = tuple(_GATES)
+_LSTMS = (nn.LSTM, nn.LSTMCell, _LSTMCell)
 _NORMALIZATION = (
     nn.modules.batchnorm._NormBase,
     nn.LayerNorm,
@@ -225,8 +240,15 @@ def _orthogonal(block: torch.Tensor, gain: float, generator: torch.Generator | N
 
 
 def _fill(block: torch.Tensor, scheme: str, options: dict[str, Any], recurrent: bool) -> None:
-    """Draw one weight block in place (under ``torch.no_grad``)."""
+    """Draw one weight block in place (under ``torch.no_grad``). With a generator on another
+    device than the block (a CPU generator, a CUDA model), draw on the generator's device and
+    copy: the same seed then gives the same weights on either device."""
     generator = options.get("generator")
+    if generator is not None and generator.device != block.device:
+        drawn = torch.empty(block.shape, dtype=block.dtype, device=generator.device)
+        _fill(drawn, scheme, options, recurrent)
+        block.copy_(drawn)
+        return
     fan_in, fan_out = fans(block)
     gain = options["gain"]
     if scheme == "standard":
@@ -249,7 +271,8 @@ def _fill(block: torch.Tensor, scheme: str, options: dict[str, Any], recurrent: 
         _orthogonal(block, gain, generator)
     elif scheme == "identity":
         if recurrent:
-            block.copy_(gain * torch.eye(block.shape[0], dtype=block.dtype, device=block.device))
+            rows, cols = block.shape  # cols < rows for a projected LSTM's weight_hh blocks
+            block.copy_(gain * torch.eye(rows, cols, dtype=block.dtype, device=block.device))
         else:
             block.normal_(0.0, options["std"], generator=generator)
     elif scheme == "scaled_normal":
@@ -287,7 +310,11 @@ def _check_options(scheme: object, options: dict[str, Any]) -> tuple[str, dict[s
     clean.setdefault("bias", 0.0)
     clean.setdefault("forget_bias", None)
     clean.setdefault("strict", True)
+    clean.setdefault("include_frozen", False)
     clean.setdefault("generator", None)
+    for name in ("strict", "include_frozen"):
+        if not isinstance(clean[name], bool):
+            raise TypeError(f"{name} must be a bool, got {clean[name]!r}")
     for name in ("gain", "std", "bias", "forget_bias"):
         value = clean[name]
         if value is None and name != "gain":
@@ -305,21 +332,26 @@ def _check_options(scheme: object, options: dict[str, Any]) -> tuple[str, dict[s
     return key, clean
 
 
-def _owns_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False))
+def _draws(parameter: torch.Tensor, options: dict[str, Any]) -> bool:
+    """Whether :func:`initialize` may overwrite ``parameter``: a trainable one always, a frozen
+    one (``requires_grad=False``) only with ``include_frozen=True``."""
+    return parameter.requires_grad or options["include_frozen"]
 
 
-def _layers(model: nn.Module, scheme: str, strict: bool) -> Iterator[tuple[str, nn.Module]]:
+def _layers(model: nn.Module, scheme: str, options: dict[str, Any]
+            ) -> Iterator[tuple[str, nn.Module]]:
     """The layers ``scheme`` applies to, in ``named_modules`` order; raise on a layer with
-    parameters that it cannot handle (when ``strict``)."""
+    parameters that it cannot handle and would have to draw (when ``strict``)."""
     for name, module in model.named_modules():
         if isinstance(module, _WEIGHT_LAYERS):
             yield name, module
         elif isinstance(module, _RECURRENT_LAYERS) and scheme != "lsuv":
             yield name, module
-        elif isinstance(module, _NORMALIZATION) or not _owns_parameters(module):
-            continue
-        elif strict:
+        elif isinstance(module, _NORMALIZATION) or not any(
+            _draws(p, options) for p in module.parameters(recurse=False)
+        ):
+            continue  # nothing of its own to draw: no parameters, or all of them frozen
+        elif options["strict"]:
             handled = "Linear, Conv1d/2d/3d" + ("" if scheme == "lsuv" else ", RNN/LSTM/GRU")
             raise TypeError(
                 f"scheme {scheme!r} cannot initialize layer {name or '(model)'!r} of type "
@@ -329,14 +361,22 @@ def _layers(model: nn.Module, scheme: str, strict: bool) -> Iterator[tuple[str, 
 
 
 def _init_weight_layer(layer: nn.Module, scheme: str, options: dict[str, Any]) -> None:
-    _fill(layer.weight, scheme, options, recurrent=False)
-    if layer.bias is not None and options["bias"] is not None:
+    if _draws(layer.weight, options):
+        _fill(layer.weight, scheme, options, recurrent=False)
+    if layer.bias is not None and options["bias"] is not None and _draws(layer.bias, options):
         layer.bias.fill_(options["bias"])
 
 
+def _gates(layer: nn.Module) -> int:
+    """How many gate blocks are stacked in a recurrent layer's weights (subclasses included)."""
+    return next(count for kind, count in _GATES.items() if isinstance(layer, kind))
+
+
 def _init_recurrent(layer: nn.Module, scheme: str, options: dict[str, Any]) -> None:
-    gates = _GATES[type(layer)]
+    gates = _gates(layer)
     for name, parameter in layer.named_parameters(recurse=False):
+        if not _draws(parameter, options):
+            continue
         if name.startswith("weight_ih") or name.startswith("weight_hh"):
             for block in parameter.chunk(gates, dim=0):  # views: drawn in place
                 _fill(block, scheme, options, recurrent=name.startswith("weight_hh"))
@@ -344,10 +384,11 @@ def _init_recurrent(layer: nn.Module, scheme: str, options: dict[str, Any]) -> N
             _fill(parameter, scheme, options, recurrent=False)
         elif name.startswith("bias") and options["bias"] is not None:
             parameter.fill_(options["bias"])
-    if isinstance(layer, (nn.LSTM, nn.LSTMCell)) and options["forget_bias"] is not None:
+    if isinstance(layer, _LSTMS) and options["forget_bias"] is not None:
         hidden = layer.hidden_size
         for name, parameter in layer.named_parameters(recurse=False):
-            if name.startswith("bias_ih"):  # gate order i, f, g, o: f is the second block
+            # gate order i, f, g, o: the forget gate is the second block
+            if name.startswith("bias_ih") and _draws(parameter, options):
                 parameter[hidden : 2 * hidden].fill_(options["forget_bias"])
 
 
@@ -359,7 +400,12 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     ``model.named_modules()`` order and their weights drawn from ``generator`` (or torch's global
     RNG), so the same seed gives the same weights. A module that owns parameters of a kind the
     scheme does not handle (e.g. ``nn.Embedding``; ``nn.LSTM`` for ``"lsuv"``) raises
-    ``TypeError`` naming it, unless ``strict=False``.
+    ``TypeError`` naming it, unless ``strict=False`` or all its parameters are frozen.
+
+    Frozen parameters (``requires_grad=False``: a pretrained embedding or first layer kept
+    fixed) are left as they are, weights and biases alike, and ``"lsuv"`` does not rescale a
+    layer whose weight is frozen; ``include_frozen=True`` draws them too (their
+    ``requires_grad`` stays ``False``).
 
     ``"lsuv"`` needs ``data=`` (a batch of inputs, or an ``(inputs, targets)`` pair): after the
     orthogonal draw, each layer in forward order is divided by the standard deviation of its
@@ -375,6 +421,10 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     >>> report = signal_propagation(initialize(net, "lsuv", data=batch), batch)
     >>> [round(float(v), 2) for v in report.forward_variance]
     [1.0, 1.0]
+    >>> frozen = net[0].weight.requires_grad_(False).detach().clone()
+    >>> _ = initialize(net, "orthogonal")
+    >>> torch.equal(net[0].weight, frozen), float(net[0].bias.detach().abs().max())
+    (True, 0.0)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -382,7 +432,7 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     if key == "lsuv":
         lsuv_options = {name: options.pop(name, None) for name in ("data", "tol", "max_iter")}
         data = _check_data(lsuv_options["data"])
-    layers = list(_layers(model, key, options["strict"]))
+    layers = list(_layers(model, key, options))
     with torch.no_grad():
         for _, layer in layers:
             if isinstance(layer, _WEIGHT_LAYERS):
@@ -392,8 +442,9 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     if key == "lsuv":
         tol = 0.05 if lsuv_options["tol"] is None else lsuv_options["tol"]
         max_iter = 10 if lsuv_options["max_iter"] is None else lsuv_options["max_iter"]
-        with _buffers_kept(model):  # BatchNorm running statistics stay as they were
-            _lsuv(model, layers, data, tol=tol, max_iter=max_iter)
+        with _buffers_kept(model), _rng_kept(model):  # e.g. Dropout draws: state put back
+            trainable = [(name, layer) for name, layer in layers if _draws(layer.weight, options)]
+            _lsuv(model, trainable, data, tol=tol, max_iter=max_iter)
     return model
 
 
@@ -418,6 +469,16 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
                 module._buffers[name] = buffer
 
 
+@contextmanager
+def _rng_kept(model: nn.Module) -> Iterator[None]:
+    """Run a block that calls ``model`` and put torch's global RNG (the CPU's and that of every
+    CUDA device holding a parameter) back as it was afterwards, so random layers such as
+    ``nn.Dropout`` in training mode do not shift the random numbers drawn after it."""
+    devices = sorted({p.device.index for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 # --------------------------------------------------------------------------------------------
 # LSUV: layer-sequential unit-variance rescaling
 # --------------------------------------------------------------------------------------------
@@ -429,10 +490,13 @@ def _check_data(data: object) -> torch.Tensor:
                          "until its output variance on that batch is 1")
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data = data[0]
+    if isinstance(data, np.ndarray) and np.issubdtype(data.dtype, np.floating):
+        data = torch.from_numpy(data)
     if not isinstance(data, torch.Tensor) or not data.is_floating_point():
-        raise TypeError(f"data must be a floating-point tensor (a batch of inputs), got "
-                        f"{type(data).__name__}")
-    if len(data) < 2:
+        described = type(data).__name__ + (f" of {data.dtype}" if hasattr(data, "dtype") else "")
+        raise TypeError(f"data must be a floating-point tensor or numpy array (a batch of "
+                        f"inputs), got {described}")
+    if data.dim() == 0 or len(data) < 2:
         raise ValueError(f"data must hold at least 2 examples, got shape {tuple(data.shape)}")
     return data
 
@@ -601,10 +665,10 @@ def signal_propagation(
     Runs ``data`` (a batch of inputs) through ``model`` with forward hooks on every
     ``nn.Linear``/``nn.Conv*`` layer (the first call of each), back-propagates an output
     gradient of i.i.d. ``N(0, 1)`` entries drawn from ``seed``, and returns a
-    :class:`SignalReport`. Parameters, their ``.grad`` and buffers are left untouched: the
-    forward pass runs in the model's current mode (a BatchNorm layer in training mode
-    normalizes with the batch's statistics), and the running statistics it updates are put
-    back afterwards. With
+    :class:`SignalReport`. Parameters, their ``.grad``, buffers and the global RNG are left
+    untouched: the forward pass runs in the model's current mode (a BatchNorm layer in training
+    mode normalizes with the batch's statistics, a Dropout layer drops), and the running
+    statistics it updates and the random numbers it draws are put back afterwards. With
     ``keep_values=True`` the report also holds the values themselves (for histograms).
 
     >>> net = nn.Sequential(nn.Linear(100, 100, bias=False), nn.ReLU(),
@@ -631,7 +695,7 @@ def signal_propagation(
 
     handles = [layer.register_forward_hook(hook) for _, layer in layers]
     try:
-        with torch.enable_grad(), _buffers_kept(model):
+        with torch.enable_grad(), _buffers_kept(model), _rng_kept(model):
             result = model(x)
             ran = sorted((list(outputs).index(id(m)), name, m) for name, m in layers
                          if id(m) in outputs)

@@ -16,6 +16,7 @@ torch.Size([5, 2])
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -64,11 +65,12 @@ def make_activation(name: str) -> nn.Module:
 
 
 def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as a Python int if it is an integer >= 1 (numpy integers included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return int(value)
 
 
 class DeepMLP(nn.Module):
@@ -99,10 +101,10 @@ class DeepMLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("out_features", out_features)
-        _check_positive_int("width", width)
-        _check_positive_int("depth", depth)
+        in_features = _check_positive_int("in_features", in_features)
+        out_features = _check_positive_int("out_features", out_features)
+        width = _check_positive_int("width", width)
+        depth = _check_positive_int("depth", depth)
         make_activation(activation)  # validate the name before building anything
         self.activation_name = activation.strip().lower()
         sizes = [in_features] + [width] * (depth - 1) + [out_features]
@@ -184,13 +186,10 @@ class SequenceModel(nn.Module):
         super().__init__()
         if not isinstance(cell, str) or cell.lower() not in _RECURRENT:
             raise ValueError(f"cell must be one of {sorted(_RECURRENT)}, got {cell!r}")
-        for name, value in [
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-            ("num_layers", num_layers),
-        ]:
-            _check_positive_int(name, value)
+        input_size = _check_positive_int("input_size", input_size)
+        hidden_size = _check_positive_int("hidden_size", hidden_size)
+        output_size = _check_positive_int("output_size", output_size)
+        num_layers = _check_positive_int("num_layers", num_layers)
         if readout not in {"last", "all"}:
             raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
         self.cell = cell.lower()
@@ -211,6 +210,13 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"x must be (batch, time, features), got shape {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError("x must have at least one time step, got time = 0")
+        if x.shape[2] != self.rnn.input_size:
+            raise ValueError(
+                f"x must have input_size={self.rnn.input_size} features (last dimension), "
+                f"got shape {tuple(x.shape)}"
+            )
         states, _ = self.rnn(x)
         if self.readout == "last":
             return self.head(states[:, -1])
@@ -235,20 +241,27 @@ class ScalarRNN(nn.Module):
         self, w: float = 1.0, b: float = 0.0, steps: int = 50, dtype: torch.dtype = torch.float64
     ) -> None:
         super().__init__()
-        _check_positive_int("steps", steps)
-        self.steps = steps
+        self.steps = _check_positive_int("steps", steps)
         self.w = nn.Parameter(torch.tensor(float(w), dtype=dtype))
         self.b = nn.Parameter(torch.tensor(float(b), dtype=dtype))
 
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0.to(self.w.dtype)
+    def _start(self, x0: torch.Tensor | float) -> torch.Tensor:
+        """``x0`` (a tensor, number or numpy array) with the parameters' dtype and device."""
+        return torch.as_tensor(x0, dtype=self.w.dtype, device=self.w.device)
+
+    def forward(self, x0: torch.Tensor | float) -> torch.Tensor:
+        x = self._start(x0)
         for _ in range(self.steps):
             x = self.w * torch.sigmoid(x) + self.b
         return x
 
-    def trajectory(self, x0: torch.Tensor) -> torch.Tensor:
-        """All states ``x_0, x_1, ..., x_T`` stacked along a new first dimension."""
-        x = x0.to(self.w.dtype)
+    def trajectory(self, x0: torch.Tensor | float) -> torch.Tensor:
+        """All states ``x_0, x_1, ..., x_T`` stacked along a new first dimension.
+
+        >>> ScalarRNN(w=0.0, b=1.0, steps=2).trajectory(0.0).tolist()
+        [0.0, 1.0, 1.0]
+        """
+        x = self._start(x0)
         states = [x]
         for _ in range(self.steps):
             x = self.w * torch.sigmoid(x) + self.b

@@ -367,3 +367,12 @@ def test_float32_cells_match_torch(kind):
     ours = (LSTMCell if kind == "lstm" else GRUCell).from_torch(theirs)
     x = torch.randn(4, 30, 3)
     torch.testing.assert_close(unroll(ours, x).hidden, theirs(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_sizes_and_forget_bias_are_accepted():
+    np = pytest.importorskip("numpy")
+    cell = LSTMCell(np.int64(3), np.int32(4), forget_bias=np.float32(1.0))
+    assert (cell.input_size, cell.hidden_size) == (3, 4)
+    assert isinstance(cell.hidden_size, int) and cell.forget_bias == 1.0
+    assert cell.weight_hh.shape == (16, 4)
+    assert unroll(GRUCell(np.int64(2), np.int64(3)), torch.zeros(1, 2, 2)).hidden.shape == (1, 2, 3)

@@ -413,3 +413,138 @@ def test_orthogonal_schemes_work_in_half_precision(scheme):
     assert net[0].weight.dtype == torch.bfloat16
     if scheme == "orthogonal":
         torch.testing.assert_close(weight @ weight.T, torch.eye(16), atol=0.03, rtol=0)
+
+
+# --- frozen parameters (requires_grad=False) are left alone unless include_frozen=True -------
+
+
+def _partly_frozen() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.ModuleDict({
+        "embed": nn.Embedding(10, 4),  # a frozen pretrained embedding: not even strict raises
+        "first": nn.Linear(4, 8),  # frozen weight, trainable bias
+        "rnn": nn.LSTM(8, 6),  # recurrent weights frozen, input weights trainable
+        "head": nn.Linear(6, 2),  # fully trainable
+    })
+    model["embed"].weight.requires_grad_(False)
+    model["first"].weight.requires_grad_(False)
+    model["rnn"].weight_hh_l0.requires_grad_(False)
+    model["rnn"].bias_ih_l0.requires_grad_(False)
+    return model
+
+
+def test_frozen_parameters_are_left_alone_by_default():
+    model = _partly_frozen()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    initialize(model, "orthogonal", forget_bias=1.0, generator=gen())
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"embed.weight", "first.weight", "rnn.weight_hh_l0", "rnn.bias_ih_l0"}
+    for name, parameter in model.named_parameters():
+        changed = not torch.equal(before[name], parameter.detach())
+        assert changed == (name not in frozen), name
+    assert model["first"].bias.detach().eq(0).all()  # the layer's trainable bias is still set
+
+
+def test_include_frozen_draws_every_parameter_and_keeps_requires_grad():
+    model = _partly_frozen()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    initialize(model["first"], "orthogonal", include_frozen=True, generator=gen())
+    initialize(model["rnn"], "orthogonal", include_frozen=True, forget_bias=1.0, generator=gen())
+    assert not torch.equal(before["first.weight"], model["first"].weight.detach())
+    assert not torch.equal(before["rnn.weight_hh_l0"], model["rnn"].weight_hh_l0.detach())
+    assert model["rnn"].bias_ih_l0.detach()[6:12].eq(1.0).all()
+    assert flags == {name: p.requires_grad for name, p in model.named_parameters()}
+    with pytest.raises(TypeError, match=r"layer 'embed' of type Embedding"):
+        initialize(model, "orthogonal", include_frozen=True)  # the embedding is not skipped now
+
+
+def test_lsuv_does_not_rescale_a_frozen_layer():
+    net = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                        nn.Linear(16, 16))
+    with torch.no_grad():
+        net[0].weight.mul_(5.0)  # a frozen first layer far from unit variance
+    net[0].weight.requires_grad_(False)
+    frozen_before = net[0].weight.detach().clone()
+    x = torch.randn(512, 16, generator=gen(1))
+    initialize(net, "lsuv", data=x, generator=gen())
+    assert torch.equal(net[0].weight.detach(), frozen_before)
+    report = signal_propagation(net, x)
+    assert report.forward_variance[0] > 2.0  # left as it was
+    assert all(abs(v - 1.0) < 0.05 for v in report.forward_variance[1:])
+
+
+def test_strict_and_include_frozen_must_be_bools():
+    with pytest.raises(TypeError, match="strict must be a bool"):
+        initialize(nn.Embedding(3, 2), "orthogonal", strict="no")
+    with pytest.raises(TypeError, match="include_frozen must be a bool"):
+        initialize(nn.Linear(3, 2), "orthogonal", include_frozen=1)
+
+
+# --- other module types -----------------------------------------------------------------------
+
+
+def test_subclasses_of_torch_recurrent_layers_are_initialized():
+    class MyLSTM(nn.LSTM):
+        pass
+
+    mine = initialize(MyLSTM(3, 4).double(), "orthogonal", generator=gen())
+    theirs = initialize(nn.LSTM(3, 4).double(), "orthogonal", generator=gen())
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(gt.cells.LSTMCell, nn.LSTMCell),
+                                              (gt.cells.GRUCell, nn.GRUCell)])
+def test_gradtext_cells_are_initialized_like_torch_cells(ours, theirs):
+    mine = initialize(ours(3, 5).double(), "orthogonal", forget_bias=1.0, generator=gen())
+    reference = initialize(theirs(3, 5).double(), "orthogonal", forget_bias=1.0,
+                           generator=gen())
+    for (name, a), (_, b) in zip(mine.named_parameters(), reference.named_parameters(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_identity_on_a_projected_lstm_is_a_rectangular_identity():
+    lstm = initialize(nn.LSTM(3, 8, proj_size=4), "identity", gain=0.9, generator=gen())
+    for block in lstm.weight_hh_l0.detach().chunk(4):  # each gate block is 8 x 4
+        assert torch.equal(block, 0.9 * torch.eye(8, 4))
+
+
+# --- inputs and state -------------------------------------------------------------------------
+
+
+def test_numpy_batches_are_accepted():
+    x = np.random.default_rng(0).standard_normal((256, 8))
+    net = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+    initialize(net, "lsuv", data=x, generator=gen())
+    report = signal_propagation(net, x)
+    assert all(abs(v - 1.0) < 0.05 for v in report.forward_variance)
+    with pytest.raises(TypeError, match="data must be a floating-point"):
+        signal_propagation(net, np.zeros((4, 8), dtype=np.int64))
+
+
+def test_lsuv_and_report_leave_the_global_rng_alone():
+    net = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 8))  # training mode
+    x = torch.randn(64, 8, generator=gen(1))
+    state = torch.random.get_rng_state()
+    initialize(net, "lsuv", data=x, generator=gen(), tol=0.5)
+    signal_propagation(net, x)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_generator_draws_the_same_weights_for_a_cuda_model():
+    on_cpu = initialize(gt.SequenceModel("lstm", 3, 8, 2), "xavier_normal", generator=gen())
+    on_cuda = initialize(gt.SequenceModel("lstm", 3, 8, 2).cuda(), "xavier_normal",
+                         generator=gen())
+    for a, b in zip(on_cpu.parameters(), on_cuda.parameters(), strict=True):
+        assert b.is_cuda and torch.equal(a, b.cpu())
+
+
+def test_a_zero_dimensional_batch_is_refused_by_name():
+    with pytest.raises(ValueError, match="data must hold at least 2 examples"):
+        signal_propagation(nn.Linear(1, 1), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="data must hold at least 2 examples"):
+        initialize(nn.Linear(1, 1), "lsuv", data=torch.tensor(1.0))

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -124,3 +125,32 @@ def test_scalar_rnn_bad_steps():
 def test_sequence_model_refuses_a_nonlinearity_gated_cells_would_ignore():
     with pytest.raises(ValueError, match="nonlinearity applies to cell='rnn' only"):
         SequenceModel("lstm", 2, 4, 1, nonlinearity="relu")
+
+
+def test_scalar_rnn_accepts_python_and_numpy_starting_points():
+    net = ScalarRNN(w=5.0, b=-2.5, steps=4)
+    expected = net(torch.tensor(0.5, dtype=torch.float64))
+    for x0 in (0.5, np.float64(0.5), np.array([0.5, 0.5])):
+        assert torch.allclose(net(x0), expected)
+        assert torch.allclose(net.trajectory(x0)[-1], expected)
+
+
+def test_sequence_model_names_x_for_an_empty_sequence_or_wrong_features():
+    model = SequenceModel("lstm", 2, 4, 1)
+    with pytest.raises(ValueError, match="x must have at least one time step"):
+        model(torch.zeros(3, 0, 2))
+    with pytest.raises(ValueError, match=r"x must have input_size=2 features"):
+        model(torch.zeros(3, 5, 4))
+
+
+def test_sizes_may_be_numpy_integers():
+    width, depth = np.arange(8, 10)[0], np.int64(3)  # e.g. from a sweep over np.arange
+    net = DeepMLP(np.int32(4), 2, width, depth)
+    assert net.depth == 3 and net.linears[0].weight.shape == (8, 4)
+    assert isinstance(net.linears[0].in_features, int)
+    model = SequenceModel("gru", np.int64(2), np.int64(4), np.int64(1), num_layers=np.int64(2))
+    assert model(torch.zeros(3, 5, 2)).shape == (3, 1)
+    with pytest.raises(TypeError, match="width must be an int"):
+        DeepMLP(4, 2, 8.0, 3)
+    with pytest.raises(TypeError, match="depth must be an int"):
+        DeepMLP(4, 2, 8, np.bool_(True))
