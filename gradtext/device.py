@@ -8,6 +8,7 @@ device(type='cpu')
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 
@@ -81,10 +82,11 @@ def seed_everything(seed: int) -> None:
     >>> seed_everything(1); bool(torch.equal(a, torch.rand(2)))
     True
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = int(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (seeding the legacy global generator is the point)

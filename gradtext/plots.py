@@ -1,5 +1,6 @@
 """The book's figures as functions: log scales where magnitudes span decades, one style, and
-non-finite values drawn (a red cross at the top edge) instead of silently dropped.
+non-finite values drawn (a red cross at the top edge) instead of silently dropped, and so are
+values of 0 or below on a log scale (a grey triangle at the bottom edge).
 
 Every function takes an optional matplotlib ``ax`` and returns the ``Axes`` it drew on.
 
@@ -74,6 +75,38 @@ def mark_nonfinite(ax: Axes, x: np.ndarray, y: np.ndarray, *, label: str | None 
     return int(bad.sum())
 
 
+def mark_nonpositive(
+    ax: Axes, x: np.ndarray, y: np.ndarray, *, label: str | None = "≤ 0 (off the log scale)"
+) -> int:
+    """Draw a grey triangle at the bottom of a log-scale ``ax`` wherever ``y`` is zero or
+    negative (a gradient that vanished to exactly 0 has no place on a log axis).
+
+    Returns how many points were marked. Call it after the positive data are drawn.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> fig, ax = plt.subplots(); _ = ax.semilogy([0, 1], [1.0, 0.1])
+    >>> mark_nonpositive(ax, np.arange(3), [1.0, 0.0, 0.1])
+    1
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    low = np.isfinite(y) & (y <= 0)
+    if low.any():
+        ax.autoscale_view()
+        bottom = ax.get_ylim()[0]
+        ax.plot(x[low], np.full(low.sum(), bottom), "v", color="#7f7f7f", ms=7,
+                label=label, clip_on=False, zorder=5)
+    return int(low.sum())
+
+
+def _mark_all_nonpositive(ax: Axes, curves: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """:func:`mark_nonpositive` for several curves, one legend entry; whether any was marked."""
+    marked = False
+    for x, y in curves:
+        marked |= mark_nonpositive(ax, x, y, **({"label": None} if marked else {})) > 0
+    return marked
+
+
 def _series(ax: Axes, x: np.ndarray, y: np.ndarray, log: bool, **kwargs) -> None:
     y = np.asarray(y, dtype=float)
     finite = np.isfinite(y) & ((y > 0) if log else True)
@@ -101,6 +134,9 @@ def plot_loss(
         loss = np.asarray(history.loss, dtype=float)
         marked |= mark_nonfinite(ax, np.arange(len(loss)), loss,
                                  label=None if marked else "NaN/Inf") > 0
+    if log:
+        marked |= _mark_all_nonpositive(
+            ax, [(np.arange(len(h.loss)), np.asarray(h.loss, dtype=float)) for h in runs.values()])
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     if title:
@@ -125,6 +161,9 @@ def plot_grad_norm(
         norm = np.asarray(history.grad_norm, dtype=float)
         marked |= mark_nonfinite(ax, np.arange(len(norm)), norm,
                                  label=None if marked else "NaN/Inf") > 0
+    marked |= _mark_all_nonpositive(ax, [(np.arange(len(h.grad_norm)),
+                                          np.asarray(h.grad_norm, dtype=float))
+                                         for h in runs.values()])
     ax.set_xlabel("step")
     ax.set_ylabel("gradient norm")
     if title:
@@ -158,6 +197,8 @@ def plot_layer_norms(
         values = np.asarray(values, dtype=float)
         marked |= mark_nonfinite(ax, np.arange(1, len(values) + 1), values,
                                  label=None if marked else "NaN/Inf") > 0
+    marked |= _mark_all_nonpositive(ax, [(np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
+                                         for v in curves.values()])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -196,10 +237,12 @@ def plot_layer_heatmap(
     if grid.ndim != 2:
         raise ValueError(f"values must be a 2-d (steps x layers) array, got shape {grid.shape}")
     _check_recorded("values", grid)
-    ax = _axes(ax)
     steps_axis = np.arange(grid.shape[0]) if steps is None else np.asarray(steps)
     if len(steps_axis) != grid.shape[0]:
         raise ValueError(f"steps has {len(steps_axis)} entries for {grid.shape[0]} rows")
+    if layer_names is not None and len(layer_names) != grid.shape[1]:
+        raise ValueError(f"layer_names has {len(layer_names)} names for {grid.shape[1]} layers")
+    ax = _axes(ax)
     grid = grid.T  # layers x steps
     positive = np.isfinite(grid) & (grid > 0)
     edges = _edges(steps_axis)
@@ -221,8 +264,6 @@ def plot_layer_heatmap(
         ax.legend(loc="upper left", bbox_to_anchor=(0, 1.15), ncol=2)
     ax.set_ylim(layer_edges[0], layer_edges[-1])
     if layer_names is not None:
-        if len(layer_names) != grid.shape[0]:
-            raise ValueError(f"layer_names has {len(layer_names)} names for {grid.shape[0]} layers")
         ticks = np.arange(grid.shape[0])
         if len(ticks) > 12:
             ticks = ticks[:: int(np.ceil(len(ticks) / 12))]
@@ -326,12 +367,14 @@ def plot_update_ratios(
     if grid.ndim != 2:
         raise ValueError(f"ratios must be a 2-d (steps x layers) array, got shape {grid.shape}")
     _check_recorded("ratios", grid)
-    ax = _axes(ax)
     x = np.arange(grid.shape[0]) if steps is None else np.asarray(steps, dtype=float)
+    if len(x) != grid.shape[0]:
+        raise ValueError(f"steps has {len(x)} entries for {grid.shape[0]} rows")
     names = list(layer_names) if layer_names is not None else [
         f"layer {i + 1}" for i in range(grid.shape[1])]
     if len(names) != grid.shape[1]:
         raise ValueError(f"layer_names has {len(names)} names for {grid.shape[1]} layers")
+    ax = _axes(ax)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, grid.shape[1]))
     for column, (name, color) in enumerate(zip(names, colors, strict=True)):
         _series(ax, x, grid[:, column], True, color=color, label=name or "(model)")
@@ -341,6 +384,7 @@ def plot_update_ratios(
     marked = False
     for column in range(grid.shape[1]):
         marked |= mark_nonfinite(ax, x, grid[:, column], label=None if marked else "NaN/Inf") > 0
+    marked |= _mark_all_nonpositive(ax, [(x, grid[:, column]) for column in range(grid.shape[1])])
     ax.set_xlabel("step")
     ax.set_ylabel("update / weight  ||dW|| / ||W||")
     if grid.shape[1] <= 10 or marked:

@@ -11,22 +11,35 @@ Every function returns an ``(inputs, targets)`` pair of tensors, ready for
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 
 def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(int(seed))
 
 
 def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return int(value)
+
+
+def _floating(dtype: object) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def _noise(noise: float) -> float:
+    if not noise >= 0:  # also NaN
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    return float(noise)
 
 
 def argmax_task(
@@ -35,17 +48,20 @@ def argmax_task(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classification with a random linear teacher: ``X ~ N(0, I)``, ``y = argmax(X R)``.
 
-    ``R`` is a Gaussian ``dim x classes`` matrix, so the classes are balanced and a linear
-    model can reach zero error; a deep network that fails here fails for optimization reasons.
-    Chance level is ``ln(classes)`` nats of cross-entropy.
+    ``R`` is a Gaussian ``dim x classes`` matrix, so the classes are balanced in expectation
+    (for one draw of ``R`` a class's share can be off by a few tens of percent, as its column
+    norm varies) and a linear model can reach zero error; a deep network that fails here fails
+    for optimization reasons. Chance level is about ``ln(classes)`` nats of cross-entropy (the
+    entropy of the labels, slightly less).
 
     >>> x, y = argmax_task(n=10, dim=4, classes=2, seed=1)
     >>> int(y.max()) <= 1
     True
     """
-    _positive("n", n), _positive("dim", dim), _positive("classes", classes)
+    n, dim, classes = _positive("n", n), _positive("dim", dim), _positive("classes", classes)
     if classes < 2:
         raise ValueError(f"classes must be >= 2, got {classes}")
+    _floating(dtype)
     g = _generator(seed)
     teacher = torch.randn(dim, classes, generator=g, dtype=torch.float64)
     x = torch.randn(n, dim, generator=g, dtype=torch.float64)
@@ -65,9 +81,10 @@ def teacher_student(
     >>> y.shape
     torch.Size([5, 2])
     """
-    _positive("n", n), _positive("dim", dim), _positive("out", out), _positive("hidden", hidden)
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    n, dim = _positive("n", n), _positive("dim", dim)
+    out, hidden = _positive("out", out), _positive("hidden", hidden)
+    noise = _noise(noise)
+    _floating(dtype)
     g = _generator(seed)
     a = torch.randn(dim, hidden, generator=g, dtype=torch.float64)
     b = torch.randn(hidden, out, generator=g, dtype=torch.float64)
@@ -87,11 +104,12 @@ def spirals(
     >>> x.shape, sorted(set(y.tolist()))
     (torch.Size([6, 2]), [0, 1, 2])
     """
-    _positive("n", n)
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+    n = _positive("n", n)
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 2:
         raise ValueError(f"classes must be an int >= 2, got {classes!r}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    classes = int(classes)
+    noise = _noise(noise)
+    _floating(dtype)
     g = _generator(seed)
     y = torch.arange(n) % classes
     radius = torch.rand(n, generator=g, dtype=torch.float64)
@@ -115,10 +133,10 @@ def adding_problem(
     >>> x.shape, y.shape, x[..., 1].sum(dim=1).tolist()
     (torch.Size([3, 10, 2]), torch.Size([3, 1]), [2.0, 2.0, 2.0])
     """
-    _positive("n", n)
-    _positive("length", length)
+    n, length = _positive("n", n), _positive("length", length)
     if length < 2:
         raise ValueError(f"length must be >= 2, got {length}")
+    _floating(dtype)
     g = _generator(seed)
     values = torch.rand(n, length, generator=g, dtype=torch.float64)
     half = length // 2

@@ -24,6 +24,7 @@ What it takes care of, so that notebooks and user code don't have to:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -46,15 +47,33 @@ OptimizerArg = Union[  # noqa: UP007 (a runtime alias; keeps Python 3.10 happy)
 ]
 
 
+def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # F.mse_loss broadcasts (batch, 1) outputs against (batch,) targets into a (batch, batch)
+    # comparison with only a warning: a wrong loss that still trains a little.
+    if output.shape != target.shape:
+        raise ValueError(
+            f"loss='mse': the model's output has shape {tuple(output.shape)} but the targets "
+            f"have shape {tuple(target.shape)}; they would broadcast into a wrong loss "
+            "(reshape the targets to the output's shape)"
+        )
+    return F.mse_loss(output, target)
+
+
 def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # Sequence outputs (batch, time, classes) with targets (batch, time) are flattened.
+    # Sequence outputs (batch, time, classes) with class targets (batch, time), or with class
+    # probabilities of the output's shape, are flattened; other shapes follow PyTorch's
+    # F.cross_entropy, classes in dimension 1 (e.g. a Conv1d's (batch, classes, length)).
     if output.dim() == 3:
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+        classes = output.shape[-1]
+        if target.shape == output.shape[:-1]:
+            return F.cross_entropy(output.reshape(-1, classes), target.reshape(-1))
+        if target.shape == output.shape and target.is_floating_point():
+            return F.cross_entropy(output.reshape(-1, classes), target.reshape(-1, classes))
     return F.cross_entropy(output, target)
 
 
 LOSSES: dict[str, LossFn] = {
-    "mse": F.mse_loss,
+    "mse": _mse,
     "cross_entropy": _cross_entropy,
 }
 """Loss names accepted by :func:`fit`; any ``callable(output, target) -> scalar`` works too."""
@@ -180,16 +199,35 @@ def _resolve_optimizer(optimizer: OptimizerArg, model: nn.Module) -> torch.optim
     )
 
 
+def _check_pair(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` as an (inputs, targets) pair of tensors of equal, nonzero length."""
+    if isinstance(data, (tuple, list)) and any(isinstance(t, np.ndarray) for t in data):
+        raise TypeError(
+            f"{name} holds NumPy arrays; convert them to tensors first, e.g. "
+            "(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))"
+        )
+    if not isinstance(data, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in data):
+        raise TypeError(f"{name} must be an (inputs, targets) pair of tensors, got "
+                        f"{type(data).__name__}")
+    if len(data) != 2:
+        raise ValueError(
+            f"{name} must be an (inputs, targets) pair of tensors, got a "
+            f"{type(data).__name__} of {len(data)} tensors"
+        )
+    inputs, targets = data
+    if len(inputs) != len(targets):
+        raise ValueError(
+            f"{name}: inputs and targets differ in length ({len(inputs)} vs {len(targets)})"
+        )
+    if len(inputs) == 0:
+        raise ValueError(f"{name} must hold at least one example")
+    return inputs, targets
+
+
 def _tensor_batches(
     data: tuple[torch.Tensor, torch.Tensor], batch_size: int, seed: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     inputs, targets = data
-    if len(inputs) != len(targets):
-        raise ValueError(
-            f"data: inputs and targets differ in length ({len(inputs)} vs {len(targets)})"
-        )
-    if len(inputs) == 0:
-        raise ValueError("data must hold at least one example")
     inputs, targets = inputs.to(device), targets.to(device)
     n = len(inputs)
     if batch_size >= n:
@@ -206,10 +244,6 @@ def _tensor_batches(
 def _iterable_batches(
     data: Iterable[Any], device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    if iter(data) is data:
-        raise TypeError(
-            "data is a one-shot iterator; pass a re-iterable such as a list or a DataLoader"
-        )
     while True:
         count = 0
         for batch in data:
@@ -223,20 +257,29 @@ def _iterable_batches(
                 raise ValueError(
                     f"data: each batch must be an (inputs, targets) pair, got {kind}"
                 ) from None
+            if not (isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor)):
+                hint = " (convert them with torch.as_tensor)" if isinstance(
+                    inputs, np.ndarray) or isinstance(targets, np.ndarray) else ""
+                raise TypeError(
+                    "data: each batch must be an (inputs, targets) pair of tensors, got "
+                    f"{type(inputs).__name__} and {type(targets).__name__}{hint}"
+                )
             yield inputs.to(device), targets.to(device)
         if count == 0:
             raise ValueError("data yielded no batches")
 
 
 def _batches(data: Any, batch_size: int, seed: int, device: torch.device):
-    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
-        if len(data) != 2:
-            raise ValueError(
-                "data must be an (inputs, targets) pair of tensors or an iterable of such "
-                f"pairs, got a {type(data).__name__} of {len(data)} tensors"
-            )
-        return _tensor_batches((data[0], data[1]), batch_size, seed, device)
+    """An endless iterator of batches on ``device``; bad ``data`` is reported here, at once."""
+    if isinstance(data, (tuple, list)) and data and all(
+        isinstance(t, (torch.Tensor, np.ndarray)) for t in data
+    ):
+        return _tensor_batches(_check_pair("data", data), batch_size, seed, device)
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
+        if iter(data) is data:
+            raise TypeError(
+                "data is a one-shot iterator; pass a re-iterable such as a list or a DataLoader"
+            )
         return _iterable_batches(data, device)
     raise TypeError(
         "data must be an (inputs, targets) pair of tensors or an iterable of such pairs, "
@@ -245,11 +288,34 @@ def _batches(data: Any, batch_size: int, seed: int, device: torch.device):
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_loss_value(value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"loss must return a scalar tensor, got {type(value).__name__}")
+    if value.numel() != 1:
+        raise ValueError(
+            f"loss must return a scalar tensor, got one of shape {tuple(value.shape)} "
+            "(reduce it, e.g. with reduction='mean')"
+        )
     return value
+
+
+def _trim(history: History, clipped: bool) -> None:
+    """After Ctrl-C: drop a step (or evaluation) whose records were only partly written."""
+    series = [history.loss, history.grad_norm, history.time]
+    if clipped:
+        series.append(history.clip_coefficient)
+    steps = min(len(s) for s in series)
+    for s in series:
+        del s[steps:]
+    evaluations = min(len(history.eval_step), len(history.eval_loss))
+    del history.eval_step[evaluations:], history.eval_loss[evaluations:]
 
 
 def fit(
@@ -274,7 +340,7 @@ def fit(
     A NaN or Inf loss or gradient stops training cleanly (``History.diverged``), keeping the
     history up to that step, unless ``clip`` made the gradient finite again (see ``clip``);
     Ctrl-C returns the history so far. The same seed and initial model
-    give bit-identical histories on the CPU.
+    give bit-identical histories on the CPU (dropout included).
 
     Parameters
     ----------
@@ -286,7 +352,11 @@ def fit(
         ``batch_size >= len(inputs)``), or any re-iterable of ``(inputs, targets)`` batches such
         as a ``DataLoader``, cycled as often as needed.
     loss
-        ``"mse"``, ``"cross_entropy"`` or a ``callable(output, target) -> scalar tensor``.
+        ``"mse"`` (output and targets of the same shape: a ``(batch, 1)`` output against
+        ``(batch,)`` targets raises instead of broadcasting), ``"cross_entropy"`` (class indices
+        or probabilities; a ``(batch, time, classes)`` output is flattened, other shapes follow
+        ``F.cross_entropy``, classes in dimension 1) or a
+        ``callable(output, target) -> scalar tensor``.
     optimizer
         A ``torch.optim.Optimizer`` over the model's parameters, or a callable that
         builds one from ``model.parameters()``.
@@ -300,7 +370,8 @@ def fit(
         Show a ``tqdm`` progress bar with the loss and gradient norm.
     clip
         ``None``; a positive float, the threshold of global-norm clipping; or a callable
-        applied to the list of parameters after ``backward()`` (e.g. a clipper from
+        applied to the list of parameters after ``backward()`` (the model's trainable
+        parameters, then any other parameter the optimizer updates) (e.g. a clipper from
         :mod:`gradtext.clip`). A result with a ``coefficient`` attribute is recorded. When the
         gradient norm is NaN or Inf, training stops only if the gradient is still non-finite
         after clipping: ``AutoClip(nonfinite="zero")`` zeroes it and training goes on, while
@@ -309,7 +380,9 @@ def fit(
         ``None`` or a :class:`~gradtext.monitor.GradientMonitor` on ``model`` (entered here if
         it is not active).
     seed
-        Seeds the order of mini-batches (the model's initialization is the caller's).
+        Seeds the order of mini-batches and the random numbers drawn on the CPU during
+        training (dropout, a shuffling ``DataLoader``); the global generator is restored
+        afterwards. The model's initialization is the caller's.
     eval_data
         A held-out ``(inputs, targets)`` pair, evaluated (without gradients) into
         ``History.eval_step`` and ``History.eval_loss``.
@@ -354,21 +427,32 @@ def fit(
         if getattr(monitor, "model", model) is not model:
             raise ValueError("monitor watches a different model than the one being trained")
     target_device = resolve_device(device)
+    batches = _batches(data, batch_size, seed, target_device)  # checks data before any change
+    if eval_data is not None:
+        eval_inputs, eval_targets = _check_pair("eval_data", eval_data)
     model.to(target_device)
     opt = _resolve_optimizer(optimizer, model)
     model_parameters = {id(p) for p in model.parameters()}
-    if not any(id(p) in model_parameters for group in opt.param_groups for p in group["params"]):
+    optimized = [p for group in opt.param_groups for p in group["params"]]
+    if not any(id(p) in model_parameters for p in optimized):
         raise ValueError("optimizer holds none of the model's parameters: it would train nothing")
-    batches = _batches(data, batch_size, seed, target_device)
     if eval_data is not None:
-        eval_inputs, eval_targets = (t.to(target_device) for t in eval_data)
+        eval_inputs, eval_targets = eval_inputs.to(target_device), eval_targets.to(target_device)
+    # every gradient of the step: the model's trainable parameters and any other parameter the
+    # optimizer updates (a learnable temperature in the loss, say), each once
     parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters += [p for p in dict.fromkeys(optimized)
+                   if p.requires_grad and id(p) not in model_parameters]
 
     history = History(device=str(target_device))
     bar = tqdm(total=steps, disable=not progress, desc="training", leave=True)
     refresh = max(1, steps // 100)
     start = time.perf_counter()
     with ExitStack() as stack:
+        # randomness inside the model (dropout) is seeded too, and the global CPU generator is
+        # left as it was
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        torch.random.default_generator.manual_seed(seed)
         if monitor is not None:
             if hasattr(monitor, "attach_optimizer"):
                 monitor.attach_optimizer(opt)
@@ -378,8 +462,10 @@ def fit(
             model.train()
             for step in range(steps):
                 inputs, targets = next(batches)
+                # the model's too: a parameter the optimizer leaves alone must not accumulate
+                model.zero_grad(set_to_none=True)
                 opt.zero_grad(set_to_none=True)
-                loss_value = loss_fn(model(inputs), targets)
+                loss_value = _check_loss_value(loss_fn(model(inputs), targets))
                 loss_value.backward()
                 coefficient = None
                 if clip is None:
@@ -387,7 +473,7 @@ def fit(
                 else:  # a threshold: the clipper's own pre-clip norm is recorded
                     coefficient, grad_norm = _apply_clip(clip, parameters)
                 loss_float, norm_float = torch.stack(
-                    [loss_value.detach().to(torch.float64), grad_norm.to(torch.float64)]
+                    [loss_value.detach().reshape(()).to(torch.float64), grad_norm.to(torch.float64)]
                 ).tolist()
                 history.loss.append(loss_float)
                 history.grad_norm.append(norm_float)
@@ -404,8 +490,9 @@ def fit(
                     break
                 opt.step()
                 if eval_data is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                    eval_loss = _evaluate(model, loss_fn, eval_inputs, eval_targets)
                     history.eval_step.append(step + 1)
-                    history.eval_loss.append(_evaluate(model, loss_fn, eval_inputs, eval_targets))
+                    history.eval_loss.append(eval_loss)
                 if progress:
                     bar.update(1)
                     if step % refresh == 0:
@@ -414,6 +501,7 @@ def fit(
                     break
         except KeyboardInterrupt:
             history.interrupted = True
+            _trim(history, clipped=clip is not None)
         finally:
             bar.close()
     if history.diverged and progress:
@@ -438,7 +526,9 @@ def _apply_clip(
 def _evaluate(
     model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor
 ) -> float:
+    was_training = model.training
     model.eval()
-    value = float(loss_fn(model(inputs), targets))
-    model.train()
-    return value
+    try:
+        return float(loss_fn(model(inputs), targets))
+    finally:
+        model.train(was_training)

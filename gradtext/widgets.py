@@ -145,7 +145,7 @@ class Explorer:
             f'src="data:image/png;base64,{frames[first]}">\n{controls}\n</div>\n'
             "<script>(function(){"
             f"var root=document.getElementById({json.dumps(uid)});"
-            f"var frames={json.dumps(frames)};var labels={json.dumps(labels)};"
+            f"var frames={json.dumps(frames)};var labels={_script_json(labels)};"
             "var inputs=root.querySelectorAll('input[type=range]');"
             "function update(){var key=[];inputs.forEach(function(el){key.push(el.value);"
             "el.nextElementSibling.textContent=labels[el.dataset.param][el.value];});"
@@ -183,6 +183,11 @@ class Explorer:
         return widgets.VBox([*controls.values(), output])
 
 
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside a ``<script>`` element (a ``</script>`` in a label would end it)."""
+    return json.dumps(value).replace("</", "<\\/")
+
+
 def _label(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -205,4 +210,6 @@ def _control(name: str, values: list[Any]):
                                           style=style, continuous_update=False)
         return widgets.FloatSlider(value=values[0], min=low, max=high, step=(high - low) / 100,
                                    description=name, style=style, continuous_update=False)
-    return widgets.ToggleButtons(options=values, value=values[0], description=name, style=style)
+    # (label, value) pairs: ipywidgets would read a bare 2-tuple value as such a pair
+    options = [(_label(v), v) for v in values]
+    return widgets.ToggleButtons(options=options, value=values[0], description=name, style=style)

@@ -59,3 +59,10 @@ def test_seed_everything_repeats_python_numpy_and_torch():
 def test_seed_everything_rejects_bad_seeds(bad, error):
     with pytest.raises(error, match="seed"):
         seed_everything(bad)
+
+
+def test_seed_everything_accepts_numpy_integers():
+    seed_everything(np.int64(5))
+    a = torch.rand(2)
+    seed_everything(5)
+    assert torch.equal(a, torch.rand(2))

@@ -82,3 +82,33 @@ def test_layer_heatmap_and_update_ratios_draw_one_recorded_step():
     assert ax.get_ylabel() == "layer"
     ax = plots.plot_update_ratios(np.array([[1e-3, 1e-4]]))
     assert ax.get_yscale() == "log"
+
+
+def test_bad_steps_or_layer_names_are_named_and_leave_no_figure():
+    figures = len(plt.get_fignums())
+    with pytest.raises(ValueError, match="steps has 3 entries for 2 rows"):
+        plots.plot_update_ratios(np.ones((2, 2)), steps=[0, 1, 2])
+    with pytest.raises(ValueError, match="steps has 3 entries for 2 rows"):
+        plots.plot_layer_heatmap(np.ones((2, 2)), steps=[0, 1, 2])
+    with pytest.raises(ValueError, match="layer_names has 1 names for 2 layers"):
+        plots.plot_layer_heatmap(np.ones((2, 2)), layer_names=["a"])
+    assert len(plt.get_fignums()) == figures
+
+
+def _triangles(ax):
+    return [line for line in ax.lines if line.get_marker() == "v"]
+
+
+def test_zeros_on_a_log_scale_are_marked_not_dropped():
+    # a gradient that vanished to exactly 0 cannot sit on a log axis: it is marked at the bottom
+    ax = plots.plot_grad_norm(History(grad_norm=[1.0, 1e-3, 0.0, 0.0]))
+    marks = _triangles(ax)
+    assert len(marks) == 1 and marks[0].get_xdata().tolist() == [2, 3]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["≤ 0 (off the log scale)"]
+    ax = plots.plot_layer_norms([1e-2, 1e-5, 0.0])
+    assert _triangles(ax)[0].get_xdata().tolist() == [3]
+    ax = plots.plot_loss(History(loss=[1.0, 0.0]))
+    assert _triangles(ax)[0].get_xdata().tolist() == [1]
+    ax = plots.plot_update_ratios(np.array([[1e-3, 0.0], [2e-3, 1e-4]]))
+    assert _triangles(ax)[0].get_xdata().tolist() == [0]
+    assert not _triangles(plots.plot_loss(History(loss=[1.0, 0.0]), log=False))

@@ -67,3 +67,29 @@ def test_dtype_is_respected():
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "make", [tasks.argmax_task, tasks.teacher_student, tasks.spirals, tasks.adding_problem]
+)
+def test_a_non_floating_dtype_is_refused(make):
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        make(n=4, dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        make(n=4, dtype="float32")
+
+
+def test_nan_noise_is_refused():
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        tasks.teacher_student(noise=math.nan)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        tasks.spirals(noise=math.nan)
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+
+    x, y = tasks.argmax_task(n=np.int64(10), dim=np.int32(4), classes=np.int64(3),
+                             seed=np.int64(2))
+    assert x.shape == (10, 4) and torch.equal(x, tasks.argmax_task(n=10, dim=4, classes=3,
+                                                                   seed=2)[0])

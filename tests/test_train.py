@@ -1,5 +1,8 @@
+import copy
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -271,3 +274,192 @@ def test_data_that_is_not_an_inputs_targets_pair_is_named(data, message):
     with pytest.raises(ValueError, match=rf"data.*{message}"):
         fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=1, progress=False,
             device="cpu")
+
+
+# --- review: gradients, losses, data, Ctrl-C and determinism ----------------------------------
+
+
+def test_grad_norm_is_this_steps_gradient_when_the_optimizer_trains_part_of_the_model():
+    # parameters outside the optimizer still get gradients; they must not accumulate over steps
+    torch.manual_seed(0)
+    body, head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+    model = torch.nn.Sequential(body, torch.nn.Tanh(), head)
+    data = (torch.randn(32, 4), torch.randn(32, 1))
+    history = fit(model, data, loss="mse", optimizer=torch.optim.SGD(head.parameters(), lr=0.0),
+                  steps=4, batch_size=32, progress=False, device="cpu")
+    assert history.grad_norm == pytest.approx([history.grad_norm[0]] * 4, rel=1e-6)
+    model.zero_grad()
+    torch.nn.functional.mse_loss(model(data[0]), data[1]).backward()
+    assert history.grad_norm[0] == pytest.approx(float(global_grad_norm(model.parameters())))
+
+
+def test_mse_refuses_output_and_target_shapes_that_would_broadcast():
+    model = torch.nn.Linear(4, 1)
+    data = (torch.randn(32, 4), torch.randn(32))  # targets (32,), outputs (32, 1)
+    with pytest.raises(ValueError, match=r"loss='mse'.*\(32, 1\).*\(32,\)"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=1, progress=False,
+            device="cpu")
+
+
+def test_cross_entropy_accepts_pytorchs_class_dimension_layout_and_probability_targets():
+    torch.manual_seed(0)
+    model = torch.nn.Conv1d(3, 5, kernel_size=1)  # (batch, 5 classes, length 7)
+    x, y = torch.randn(16, 3, 7), torch.randint(0, 5, (16, 7))
+    history = fit(model, (x, y), loss="cross_entropy", optimizer=_sgd(0.0), steps=1,
+                  batch_size=16, progress=False, device="cpu")
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(x), y)
+    assert history.loss[0] == pytest.approx(float(expected), rel=1e-6)
+    # where both layouts fit (time == classes), the documented (batch, time, classes) wins
+    logits, labels = torch.randn(4, 3, 3), torch.randint(0, 3, (4, 3))
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1))
+    assert float(gt.train.LOSSES["cross_entropy"](logits, labels)) == float(expected)
+    # (batch, time, classes) outputs with class-probability targets of the same shape
+    logits, probabilities = torch.randn(4, 6, 3), torch.softmax(torch.randn(4, 6, 3), dim=-1)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 3),
+                                                 probabilities.reshape(-1, 3))
+    assert float(gt.train.LOSSES["cross_entropy"](logits, probabilities)) == pytest.approx(
+        float(expected), rel=1e-6)
+
+
+def test_a_loss_that_is_not_a_scalar_tensor_is_named():
+    model, data = _small_regression()
+    with pytest.raises(ValueError, match="loss must return a scalar tensor.*shape"):
+        fit(model, data, loss=torch.nn.MSELoss(reduction="none"), optimizer=_sgd(0.1), steps=1,
+            progress=False, device="cpu")
+    with pytest.raises(TypeError, match="loss must return a scalar tensor, got float"):
+        fit(model, data, loss=lambda output, target: 1.0, optimizer=_sgd(0.1), steps=1,
+            progress=False, device="cpu")
+    one = fit(model, data, loss=lambda o, t: torch.nn.functional.mse_loss(o, t).reshape(1),
+              optimizer=_sgd(0.1), steps=2, progress=False, device="cpu")
+    assert one.steps == 2 and all(math.isfinite(v) for v in one.loss)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((np.zeros((8, 4), np.float32), np.zeros((8, 1), np.float32)), "torch.as_tensor"),
+        ((np.zeros((2, 4), np.float32), np.zeros((2, 1), np.float32)), "torch.as_tensor"),
+        ([{"inputs": torch.zeros(8, 4), "targets": torch.zeros(8, 1)}], "tensors, got str"),
+    ],
+)
+def test_data_that_is_not_tensors_is_named(data, message):
+    model, _ = _small_regression()
+    with pytest.raises(TypeError, match=rf"data.*{message}"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=1, progress=False,
+            device="cpu")
+
+
+@pytest.mark.parametrize(
+    "eval_data, error, message",
+    [
+        ((torch.zeros(8, 4), torch.zeros(8, 1), torch.zeros(8, 1)), ValueError, "pair"),
+        ([(torch.zeros(8, 4), torch.zeros(8, 1))], TypeError, "pair of tensors"),
+        ((torch.zeros(8, 4), torch.zeros(7, 1)), ValueError, "differ in length"),
+    ],
+)
+def test_bad_eval_data_is_named_before_training(eval_data, error, message):
+    model, data = _small_regression()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(error, match=rf"eval_data.*{message}"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=3, progress=False,
+            device="cpu", eval_data=eval_data)
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_ctrl_c_at_any_moment_leaves_a_consistent_history(monkeypatch):
+    # Ctrl-C can arrive between two of a step's records: every series keeps the same length
+    model, data = _small_regression()
+    clock, calls = time.perf_counter, {"n": 0}
+
+    def interrupted_clock():
+        calls["n"] += 1
+        if calls["n"] == 4:  # the start, steps 0 and 1, then step 2's time stamp
+            raise KeyboardInterrupt
+        return clock()
+
+    monkeypatch.setattr(gt.train.time, "perf_counter", interrupted_clock)
+    history = fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=10, progress=False,
+                  device="cpu", clip=1.0)
+    assert history.interrupted and not history.diverged
+    lengths = {len(history.loss), len(history.grad_norm), len(history.time),
+               len(history.clip_coefficient)}
+    assert lengths == {2}
+
+
+def test_ctrl_c_during_evaluation_keeps_eval_records_paired_and_the_model_training():
+    model, data = _small_regression()
+
+    def loss(output, target):
+        if not torch.is_grad_enabled():  # evaluation
+            raise KeyboardInterrupt
+        return torch.nn.functional.mse_loss(output, target)
+
+    history = fit(model, data, loss=loss, optimizer=_sgd(0.1), steps=10, progress=False,
+                  device="cpu", eval_data=data, eval_every=3)
+    assert history.interrupted and history.steps == 3
+    assert history.eval_step == [] and history.eval_loss == []
+    assert model.training
+
+
+def test_ctrl_c_and_divergence_with_a_monitor_and_a_clipper_attached():
+    model, data = _small_regression()
+    monitor = gt.GradientMonitor(model)
+
+    def interrupt(step, history):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    history = fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=50, progress=False,
+                  device="auto", clip=gt.AutoClip(), monitor=monitor, callback=interrupt)
+    assert history.interrupted and history.steps == 5 and not monitor.active
+    assert monitor.grad_norms().shape[0] == 5
+    model, data = _small_regression()
+    monitor = gt.GradientMonitor(model)
+    history = fit(model, data, loss=_inf_gradient_at(3), optimizer=_sgd(0.1), steps=6,
+                  progress=False, device="auto", clip=gt.AutoClip(nonfinite="skip"),
+                  monitor=monitor)
+    assert history.diverged and history.diverged_at == 2 and not monitor.active
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_same_seed_and_initial_model_give_identical_histories_with_dropout():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(16, 1))
+    copy_ = copy.deepcopy(model)
+    data = (torch.randn(64, 4), torch.randn(64, 1))
+    state = torch.get_rng_state()
+    first = fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=5, progress=False,
+                device="cpu", seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+    torch.rand(7)  # whatever happened in between
+    second = fit(copy_, data, loss="mse", optimizer=_sgd(0.1), steps=5, progress=False,
+                 device="cpu", seed=3)
+    assert first.loss == second.loss
+
+
+def test_numpy_integers_are_accepted_as_counts():
+    model, data = _small_regression()
+    history = fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=np.int64(3),
+                  batch_size=np.int32(16), progress=False, device="cpu")
+    assert history.steps == 3
+
+
+def test_a_nonfinite_gradient_of_a_parameter_outside_the_model_stops_before_the_update():
+    # the optimizer also trains a parameter of the loss: its gradient is checked and clipped too
+    model, data = _small_regression()
+    scale = torch.nn.Parameter(torch.ones(()))
+    calls = {"n": 0}
+
+    def loss(output, target):
+        calls["n"] += 1
+        used = scale.clone()
+        if calls["n"] == 2:
+            used.register_hook(lambda g: torch.full_like(g, math.inf))
+        return torch.nn.functional.mse_loss(output * used, target)
+
+    sgd = torch.optim.SGD([*model.parameters(), scale], lr=0.1)
+    history = fit(model, data, loss=loss, optimizer=sgd, steps=5, progress=False, device="cpu")
+    assert history.diverged and history.diverged_at == 1
+    assert math.isfinite(float(scale.detach()))

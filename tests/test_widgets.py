@@ -76,3 +76,28 @@ def test_non_numeric_values_get_buttons():
 def test_bad_input(args, error, message):
     with pytest.raises(error, match=message):
         Explorer(*args)
+
+
+def test_tuple_values_reach_draw_unchanged_in_both_explorers():
+    import ipywidgets as widgets
+
+    calls = []
+
+    def draw(fig, shape):
+        calls.append(shape)
+        fig.subplots().set_title(str(shape))
+
+    explorer = Explorer(draw, {"shape": [(2, 3), (4, 5)]})
+    box = explorer.interactive()
+    buttons = box.children[0]
+    assert isinstance(buttons, widgets.ToggleButtons)
+    assert calls[-1] == (2, 3)
+    buttons.value = (4, 5)
+    assert calls[-1] == (4, 5)
+    assert "(4, 5)" in explorer.static().data
+
+
+def test_static_labels_cannot_end_the_script_early():
+    html = Explorer(lambda fig, name: None, {"name": ["a</script><b>x", "b"]}).static().data
+    script = html.split("<script>", 1)[1]
+    assert script.count("</script>") == 1 and script.endswith("</script>")
