@@ -59,6 +59,8 @@ records nothing) followed by a backward pass that accumulates into the parameter
   gradient accumulated so far; update ratios are measured for a recorded pass that the
   optimizer step directly follows. A second ``backward(retain_graph=True)`` through the same
   graph belongs to the pass that graph was recorded in.
+- A pass whose forward or backward raised (Ctrl-C in a notebook, an error in a hook) is
+  dropped when the next forward pass starts: it is neither counted nor recorded.
 - A copy of the model made while the monitor is attached (``copy.deepcopy``, ``torch.save``)
   carries an inert hook in place of each of the monitor's hooks: it does nothing and does not
   feed the monitor.
@@ -579,6 +581,7 @@ class GradientMonitor:
         # the first unrecorded pass that went non-finite: an int on CPU, a device tensor (-1:
         # none yet) elsewhere, so that checking it needs no host synchronisation
         self._unrecorded_bad: int | torch.Tensor | None = None
+        self._in_forward = False  # between the model's forward starting and returning
         self.active = False
         if optimizer is not None:
             self.attach_optimizer(optimizer)
@@ -606,6 +609,7 @@ class GradientMonitor:
             handle.remove()
         self._handles, self._optimizer_handles, self._module_handles = [], [], []
         self._pass = None
+        self._in_forward = False
         # the copy of the parameters for update ratios, and the views it was taken from
         self._snapshot, self._update_views, self._update_key = None, [], []
         self.active = False
@@ -657,6 +661,9 @@ class GradientMonitor:
         return None
 
     def _on_root_start(self, module: nn.Module, inputs: Any) -> None:
+        if torch._C._current_graph_task_id() == -1:  # not a recomputation inside a backward
+            self._drop_interrupted_pass()
+            self._in_forward = True
         if self._pass is None and torch.is_grad_enabled():
             recording = self._passes % self.every == 0
             self._pass = _Pass(index=self._passes, recording=recording,
@@ -664,7 +671,21 @@ class GradientMonitor:
             if recording:
                 self._hook_modules()
 
+    def _drop_interrupted_pass(self) -> None:
+        """Forget the open pass if its forward or backward raised (Ctrl-C, an error in the
+        model or in a hook) before it ended: it never completed, so it is not counted, and the
+        forward pass that is starting begins a new one."""
+        stale = self._pass
+        # queued: its backward began but never reached its end; _in_forward: its forward
+        # never returned
+        if stale is not None and (stale.queued or self._in_forward):
+            self._pass = None
+            if self._passes % self.every != 0:  # the next pass is not recorded
+                self._unhook_modules()
+
     def _on_root_end(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if torch._C._current_graph_task_id() == -1:
+            self._in_forward = False
         self._on_forward("", module, inputs, output)
 
     def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:

@@ -1071,3 +1071,51 @@ def test_a_layer_that_never_ran_does_not_send_every_pass_down_the_slow_path(monk
     out_proj = mon.layer_names.index("1.self_attn.out_proj")
     assert np.isnan(mon.backward_norms()[:, out_proj]).all()
     assert mon.diagnose().kind != "nonfinite"
+
+
+class _Interrupt(nn.Module):
+    """Raises KeyboardInterrupt in its forward (``where="forward"``) or in the backward pass
+    through it (``where="backward"``) while ``armed``, as Ctrl-C in a notebook would."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.where, self.armed = where, False
+
+    def forward(self, x):
+        if self.armed and self.where == "forward":
+            raise KeyboardInterrupt
+        if self.armed and self.where == "backward" and x.requires_grad:
+            def interrupt(grad):
+                raise KeyboardInterrupt
+            x = x.clone()
+            x.register_hook(interrupt)
+        return x
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_pass_interrupted_in_forward_or_backward_is_dropped(where, every):
+    torch.manual_seed(0)
+    interrupt = _Interrupt(where)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), interrupt, nn.Linear(8, 3)).double()
+    x, _ = _batch()
+    with GradientMonitor(net, every=every) as mon:
+        net(x).pow(2).mean().backward()
+        interrupt.armed = True
+        with pytest.raises(KeyboardInterrupt):  # on another batch
+            net(x + 3).pow(2).mean().backward()
+        interrupt.armed = False
+        for _ in range(4):
+            net.zero_grad()
+            net(x).pow(2).mean().backward()
+        # the interrupted pass is not counted, and the passes after it are recorded as usual
+        assert mon.steps.tolist() == list(range(0, 5, every))
+        last = mon.grad_norms()[-1]
+    expected = [float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())
+                for m in (net[0], net[3])]
+    np.testing.assert_allclose(last, expected, rtol=1e-12)
+    # nothing of the interrupted batch is pooled into the next recorded pass
+    with torch.no_grad():
+        mean = float(torch.tanh(net[0](x)).mean())
+    np.testing.assert_allclose(mon.activation_means()[:, 0], mean, rtol=1e-12)
+    assert _hooks(net) == 0
