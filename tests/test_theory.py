@@ -366,7 +366,8 @@ def test_large_sigma_max_permits_but_does_not_force_explosion():
         weight.mul_(3.0 / torch.linalg.matrix_norm(weight, ord=2))
     norms = theory.rnn_jacobian_norms(rnn, torch.randn(60, 2, dtype=torch.float64))
     assert theory.pascanu_regime(rnn).explosion_possible
-    assert norms.max() < 3.0**60 * 1e-20
+    # the bound allows 3^60 ~ 4e28; measured 7-41 for seeds 0-2 (saturated units contract)
+    assert norms.max() < 1e3
 
 
 def test_fit_decay_rate():
@@ -650,3 +651,129 @@ def test_selu_and_mish_are_known_to_theory_as_to_init():
     assert theory.critical_weight_variance("mish") == pytest.approx(2.0, rel=1e-2)
     assert isinstance(make_activation("SELU"), nn.SELU) and isinstance(make_activation("mish"),
                                                                           nn.Mish)
+
+
+# --- review: inputs a practitioner passes ------------------------------------------------------
+
+
+def test_measure_propagation_works_on_a_frozen_model_and_under_inference_mode():
+    net = gaussian_mlp(16, 3, "tanh", 1.0, 0)
+    x = normal_batch(32, 16, 0)
+    expected = theory.measure_propagation(net, x)
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    frozen = theory.measure_propagation(net, x)
+    np.testing.assert_allclose(frozen.backward, expected.backward, rtol=1e-12)
+    assert all(not p.requires_grad and p.grad is None for p in net.parameters())
+    with torch.inference_mode():
+        inside = theory.measure_propagation(net, x)
+    np.testing.assert_allclose(inside.weight_gradient, expected.weight_gradient, rtol=1e-12)
+
+
+def test_random_mlp_leaves_the_global_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    theory.random_mlp(8, 4, 16, 3, "tanh", 1.0, seed=5)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_per_layer_sequences_may_be_numpy_arrays():
+    expected = theory.propagate_variance([4, 6, 3], "tanh", [1.0, 2.0])
+    for widths, variances in [(np.array([4, 6, 3]), np.array([1.0, 2.0])),
+                              ((4, 6, 3), (1.0, 2.0))]:
+        result = theory.propagate_variance(widths, "tanh", variances)
+        np.testing.assert_array_equal(result.backward, expected.backward)
+        np.testing.assert_array_equal(result.pre_activation, expected.pre_activation)
+    with pytest.raises(ValueError, match="weight_variance must be a number or 2 numbers"):
+        theory.propagate_variance([4, 6, 3], "tanh", np.ones((2, 1)))
+
+
+def test_fit_decay_rate_checks_start():
+    for start in [-3, 1.5, True]:
+        with pytest.raises((TypeError, ValueError), match="start must be an int >= 0"):
+            theory.fit_decay_rate(0.5 ** np.arange(10), start=start)
+
+
+def test_scalar_rnn_problem_takes_numpy_numbers():
+    problem = theory.ScalarRNNProblem(x0=np.float32(0.5), steps=np.int64(50),
+                                      target=np.float32(0.7))
+    expected = theory.ScalarRNNProblem().loss_and_gradient(5.0, -2.5)
+    np.testing.assert_allclose(problem.loss_and_gradient(5.0, -2.5)[1], expected[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="x0 must be a finite number"):
+        theory.ScalarRNNProblem(x0=True)
+
+
+def test_quadratic_descent_rejects_a_non_finite_start():
+    with pytest.raises(ValueError, match="start must be finite"):
+        theory.quadratic_descent([1.0, 2.0], lr=0.1, steps=3, start=[float("nan"), 1.0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_jacobians_and_recurrent_norms_work_on_a_cuda_model():
+    torch.manual_seed(0)
+    mlp = DeepMLP(4, 3, 6, 3, "tanh").double()
+    x = torch.randn(4, dtype=torch.float64)
+    expected = theory.jacobian_singular_values(mlp, x)
+    on_gpu = mlp.cuda()
+    for point in [x, x.cuda()]:  # the point is moved to the model's device
+        np.testing.assert_allclose(theory.jacobian_singular_values(on_gpu, point), expected,
+                                   rtol=1e-9)
+        largest, _ = theory.extreme_singular_values(on_gpu, point, iterations=2000, tol=1e-13)
+        assert largest == pytest.approx(expected[0], rel=1e-3)
+    net = gaussian_mlp(16, 3, "tanh", 1.0, 0)
+    batch = normal_batch(8, 16, 0)
+    reference = theory.measure_propagation(net, batch)
+    np.testing.assert_allclose(theory.measure_propagation(net.cuda(), batch).backward,
+                               reference.backward, rtol=1e-9)
+    rnn = nn.RNN(2, 5, batch_first=True).double()
+    cell = nn.RNNCell(2, 5).double()
+    cell.load_state_dict({k.removesuffix("_l0"): v for k, v in rnn.state_dict().items()})
+    sequence = torch.randn(7, 2, dtype=torch.float64)
+    expected_norms = theory.rnn_jacobian_norms(rnn, sequence)
+    np.testing.assert_allclose(theory.rnn_jacobian_norms(rnn.cuda(), sequence.cuda()),
+                               expected_norms, rtol=1e-9)
+    np.testing.assert_allclose(theory.cell_jacobian_norms(cell.cuda(), sequence,
+                                                          torch.zeros(5)), expected_norms,
+                               rtol=1e-9)
+    assert theory.pascanu_regime(rnn).sigma_max > 0
+
+
+def test_steepest_point_finds_a_wall_narrower_than_the_grid():
+    """On b = -3 the wall at w = 5.6229 is far narrower than 0.0025, the spacing of 4001 points
+    over w in [2, 12]: the grid's largest gradient is ~24 (at w = 12), but the loss jumps by ~10
+    between two neighbouring points, so a gradient of at least 4000 lies between them."""
+    reference = theory.steepest_point((4.0, -3.0), (8.0, -3.0))
+    for start, end in [((2.0, -3.0), (12.0, -3.0)), ((12.0, -3.0), (2.0, -3.0))]:
+        cliff = theory.steepest_point(start, end)
+        assert cliff.w == pytest.approx(reference.w, abs=1e-3)
+        assert cliff.b == -3.0
+        assert cliff.max_grad_norm > 1e4
+        value, gradient = theory.ScalarRNNProblem().loss_and_gradient(cliff.w, cliff.b)
+        assert cliff.max_grad_norm == pytest.approx(float(np.linalg.norm(gradient)))
+        assert cliff.grad_norm.max() < 100  # the coarse line itself misses it
+
+
+@pytest.mark.parametrize("activation, integral", [("tanh", 4 / 3), ("sigmoid", 1 / 6)])
+@pytest.mark.parametrize("q", [1e6, 1e8, 1e12])
+def test_gaussian_moments_resolve_the_slope_bump_of_a_very_wide_gaussian(activation, integral, q):
+    """For q >> 1, E[phi'(h)^2] = (integral of phi'^2) / sqrt(2 pi q) to O(1/q): the bump of
+    tanh' (or sigmoid') is narrow and the density is flat over it. The integrals are 4/3 and
+    1/6. E[phi(h)^2] tends to 1 (tanh) and 1/2 (sigmoid)."""
+    forward, backward = theory.gaussian_moments(activation, q)
+    assert backward == pytest.approx(integral / math.sqrt(2 * math.pi * q), rel=1e-4)
+    assert forward == pytest.approx(1.0 if activation == "tanh" else 0.5, rel=1e-2)
+    relu = theory.gaussian_moments("relu", q)
+    assert relu[0] == pytest.approx(q / 2, rel=1e-8) and relu[1] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_empty_batches_are_refused_by_name():
+    net = gaussian_mlp(4, 3, "tanh", 1.0, 0)
+    with pytest.raises(ValueError, match="x must hold at least one example"):
+        theory.measure_propagation(net, torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="inputs must hold at least one sequence"):
+        theory.state_decay(nn.GRU(2, 3, batch_first=True), torch.zeros(0, 5, 2))
+    with pytest.raises(ValueError, match="inputs must hold at least one sequence"):
+        theory.rnn_jacobian_norms(nn.RNN(2, 3, batch_first=True), torch.zeros(0, 5, 2))
+    with pytest.raises(ValueError, match="inputs must hold at least one sequence"):
+        theory.cell_jacobian_norms(nn.GRUCell(2, 3), torch.zeros(0, 5, 2), torch.zeros(3))

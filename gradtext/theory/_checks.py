@@ -25,18 +25,28 @@ def _check_nonnegative(name: str, value: object) -> float:
     return float(value)
 
 
+def _is_sequence(value: object) -> bool:
+    """A list, tuple, range or NumPy array of numbers (not a string)."""
+    return (isinstance(value, np.ndarray) and value.ndim > 0) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    )
+
+
 def _check_widths(widths: Sequence[int]) -> list[int]:
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-        raise TypeError(f"widths must be a sequence of ints, got {type(widths).__name__}")
+    if not _is_sequence(widths) or (isinstance(widths, np.ndarray) and widths.ndim != 1):
+        raise TypeError(f"widths must be a 1-D sequence of ints, got {type(widths).__name__}")
     if len(widths) < 2:
         raise ValueError(f"widths must list at least the input and output sizes, got {widths!r}")
     return [_check_positive_int("widths", w) for w in widths]
 
 
 def _per_layer(name: str, value: float | Sequence[float], depth: int) -> list[float]:
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        if len(value) != depth:
-            raise ValueError(f"{name} must be a number or {depth} numbers, got {len(value)}")
+    if _is_sequence(value):
+        if (isinstance(value, np.ndarray) and value.ndim != 1) or len(value) != depth:
+            raise ValueError(
+                f"{name} must be a number or {depth} numbers, got {len(value)}"
+                + (f" (shape {value.shape})" if isinstance(value, np.ndarray) else "")
+            )
         values = [_check_nonnegative(name, v) for v in value]
     else:
         values = [_check_nonnegative(name, value)] * depth

@@ -48,6 +48,8 @@ def quadratic_descent(
     theta = np.ones_like(eig) if start is None else np.asarray(start, dtype=np.float64).copy()
     if theta.shape != eig.shape:
         raise ValueError(f"start must have {eig.size} entries, got shape {theta.shape}")
+    if not np.all(np.isfinite(theta)):
+        raise ValueError(f"start must be finite, got {theta.tolist()!r}")
     losses, norms = [], []
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(steps + 1):

@@ -136,7 +136,8 @@ def random_mlp(
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     weight_variance = _check_nonnegative("weight_variance", weight_variance)
     bias_variance = _check_nonnegative("bias_variance", bias_variance)
-    net = DeepMLP(in_features, out_features, width, depth, activation).to(dtype)
+    with torch.random.fork_rng(devices=[]):  # DeepMLP's default init would use the global RNG
+        net = DeepMLP(in_features, out_features, width, depth, activation).to(dtype)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in net.linears:
@@ -155,7 +156,9 @@ def measure_propagation(model: DeepMLP, x: torch.Tensor, *, seed: int = 0) -> Pr
     :class:`~gradtext.models.DeepMLP`), back-propagates an output gradient of i.i.d. ``N(0, 1)``
     entries (seeded), and returns the mean squares of the pre-activations, of ``dLoss/dh_l``
     and of one example's ``dLoss/dW_l`` (averaged over the batch) for every linear layer.
-    Nothing in the model is changed.
+    Nothing in the model is changed, and it works on a frozen model (parameters with
+    ``requires_grad=False``), under ``torch.no_grad()`` or ``torch.inference_mode()``, and on
+    the model's device (``x`` is moved there, in the model's dtype).
 
     >>> import torch
     >>> _ = torch.manual_seed(0); net = DeepMLP(200, 200, width=200, depth=4, activation="linear")
@@ -166,17 +169,23 @@ def measure_propagation(model: DeepMLP, x: torch.Tensor, *, seed: int = 0) -> Pr
     if not isinstance(model, DeepMLP):
         raise TypeError(f"model must be a gradtext.models.DeepMLP, got {type(model).__name__}")
     x = _check_tensor("x", x, dims=(2,))
+    if x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one example, got shape {tuple(x.shape)}")
     if x.shape[1] != model.linears[0].in_features:
         raise ValueError(
             f"x must have {model.linears[0].in_features} features (model.linears[0].in_features)"
             f", got shape {tuple(x.shape)}"
         )
-    dtype = next(model.parameters()).dtype
-    x = x.to(dtype)
-    with torch.enable_grad():
+    parameter = next(model.parameters())
+    # the gradient flows from the input, so frozen parameters do not matter; outside inference
+    # mode, so that a call inside it still builds a graph (the clone is a normal tensor)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().clone().to(device=parameter.device, dtype=parameter.dtype)
+        x.requires_grad_(True)
         output, pre, act = model.forward_with_intermediates(x)
         generator = torch.Generator().manual_seed(seed)
-        output_grad = torch.randn(output.shape, generator=generator, dtype=torch.float64).to(dtype)
+        output_grad = torch.randn(output.shape, generator=generator, dtype=torch.float64)
+        output_grad = output_grad.to(device=output.device, dtype=output.dtype)
         grads = torch.autograd.grad(output, pre, grad_outputs=output_grad)
     inputs = [x, *act]
     mean_sq = [float(t.detach().double().pow(2).mean()) for t in pre]

@@ -44,7 +44,13 @@ def _sequences(inputs: torch.Tensor, input_size: int, batch_first: bool) -> torc
             f"inputs must be (time, {input_size}) or (batch, time, {input_size}) with time >= 1, "
             f"got shape {tuple(inputs.shape)}"
         )
-    return batch.detach().double()
+    _check_not_empty(batch)
+    return batch.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _check_not_empty(batch: torch.Tensor) -> None:
+    if batch.shape[0] < 1:
+        raise ValueError(f"inputs must hold at least one sequence, got a batch of {batch.shape[0]}")
 
 
 def _jacobian_product_norms(step_jacobians: list[torch.Tensor]) -> np.ndarray:
@@ -77,7 +83,8 @@ def rnn_jacobian_norms(
     Jacobian is ``dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh``: the same matrix every step, times the
     activation's slope. The product of ``k`` of them shrinks or grows roughly geometrically in
     ``k`` (Bengio et al. 1994), and ``||dh_T/dh_{T-k}|| <= (gamma * sigma_max(W_hh))^k``
-    (Pascanu et al. 2013). Computed in float64 from the model's weights.
+    (Pascanu et al. 2013). Computed in float64 on the CPU from a copy of the model's weights, so
+    the model may be on any device and in any dtype.
 
     >>> _ = torch.manual_seed(0)
     >>> rnn = torch.nn.RNN(2, 16, batch_first=True)
@@ -89,10 +96,13 @@ def rnn_jacobian_norms(
     """
     rnn = _single_layer_rnn(model)
     batch = _sequences(inputs, rnn.input_size, rnn.batch_first)
-    w_ih, w_hh = rnn.weight_ih_l0.detach().double(), rnn.weight_hh_l0.detach().double()
+    def weight(tensor: torch.Tensor) -> torch.Tensor:  # float64 on the CPU, whatever the model
+        return tensor.detach().to(device="cpu", dtype=torch.float64)
+
+    w_ih, w_hh = weight(rnn.weight_ih_l0), weight(rnn.weight_hh_l0)
     bias = torch.zeros(rnn.hidden_size, dtype=torch.float64)
     if rnn.bias:
-        bias = rnn.bias_ih_l0.detach().double() + rnn.bias_hh_l0.detach().double()
+        bias = weight(rnn.bias_ih_l0) + weight(rnn.bias_hh_l0)
     h = _initial_state(h0, batch.shape[0], rnn.hidden_size)
     jacobians = []
     for t in range(batch.shape[1]):
@@ -120,7 +130,8 @@ def cell_jacobian_norms(
     ``h`` and ``c`` concatenated). ``inputs``: ``(T, input_size)`` or ``(batch, T, input_size)``;
     ``h0``: ``(hidden,)`` or ``(batch, hidden)``. Per-step Jacobians come from
     ``torch.func.jacrev``, so this is exact for any cell; it matches :func:`rnn_jacobian_norms`
-    on an ``nn.RNN``. Computed in the cell's own dtype; results are float64.
+    on an ``nn.RNN``. Computed in the cell's own dtype, on its device (``inputs`` and ``h0`` are
+    moved there); results are float64 NumPy arrays.
 
     >>> _ = torch.manual_seed(0)
     >>> cell = torch.nn.GRUCell(2, 8)
@@ -131,13 +142,18 @@ def cell_jacobian_norms(
         raise TypeError(f"cell must be callable as cell(x_t, h), got {type(cell).__name__}")
     inputs = _check_tensor("inputs", inputs, dims=(2, 3))
     batch = inputs if inputs.dim() == 3 else inputs.unsqueeze(0)
+    if batch.shape[1] < 1:
+        raise ValueError(f"inputs must have time >= 1, got shape {tuple(inputs.shape)}")
+    _check_not_empty(batch)
     h0 = _check_tensor("h0", h0, dims=(1, 2))
     h = h0.expand(batch.shape[0], -1) if h0.dim() == 1 else h0
     if h.shape[0] != batch.shape[0]:
         raise ValueError(f"h0 has batch size {h.shape[0]}, inputs have {batch.shape[0]}")
     parameter = next(iter(cell.parameters()), None) if isinstance(cell, nn.Module) else None
     dtype = parameter.dtype if parameter is not None else h.dtype
-    batch, h = batch.detach().to(dtype), h.detach().to(dtype)
+    device = parameter.device if parameter is not None else h.device
+    batch = batch.detach().to(device=device, dtype=dtype)
+    h = h.detach().to(device=device, dtype=dtype)
 
     def one_step(x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:  # unbatched
         return cell(x_t.unsqueeze(0), state.unsqueeze(0)).squeeze(0)
@@ -146,7 +162,7 @@ def cell_jacobian_norms(
     jacobians = []
     with torch.no_grad():
         for t in range(batch.shape[1]):
-            jacobians.append(step_jacobian(batch[:, t], h).double())
+            jacobians.append(step_jacobian(batch[:, t], h).to(device="cpu", dtype=torch.float64))
             h = cell(batch[:, t], h)
     norms = _jacobian_product_norms(jacobians)
     return norms[0] if inputs.dim() == 2 else norms
@@ -158,7 +174,7 @@ def _initial_state(h0: torch.Tensor | None, batch: int, hidden: int) -> torch.Te
     h0 = _check_tensor("h0", h0, dims=(1, 2))
     if h0.shape[-1] != hidden or (h0.dim() == 2 and h0.shape[0] != batch):
         raise ValueError(f"h0 must be ({hidden},) or ({batch}, {hidden}), got {tuple(h0.shape)}")
-    return h0.detach().double().expand(batch, hidden)
+    return h0.detach().to(device="cpu", dtype=torch.float64).expand(batch, hidden)
 
 
 def fit_decay_rate(norms: np.ndarray, *, start: int = 1) -> float:
@@ -171,6 +187,8 @@ def fit_decay_rate(norms: np.ndarray, *, start: int = 1) -> float:
     >>> round(fit_decay_rate(0.5 ** np.arange(20)), 6)
     0.5
     """
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
     values = np.asarray(norms, dtype=np.float64)
     if values.ndim != 1:
         raise ValueError(f"norms must be 1-D (one curve), got shape {values.shape}")

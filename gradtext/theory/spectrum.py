@@ -36,7 +36,9 @@ def _prepare_point(model, x: torch.Tensor) -> torch.Tensor:
         )
     x = _check_tensor("x", x, dims=(1,))
     parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
-    return x.detach().to(parameter.dtype if parameter is not None else x.dtype)
+    if parameter is None:
+        return x.detach()
+    return x.detach().to(device=parameter.device, dtype=parameter.dtype)
 
 
 def input_output_jacobian(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
@@ -48,7 +50,9 @@ def input_output_jacobian(model: Callable[[torch.Tensor], torch.Tensor], x: torc
     Models that need another input shape, such as a CNN on ``(batch, channels, height,
     width)`` images or an RNN on ``(batch, time, features)`` sequences, are not supported
     (an ``x`` that is not 1-D raises ``ValueError``). Exact, by reverse-mode
-    ``torch.func.jacrev``.
+    ``torch.func.jacrev``. ``x`` is moved to the device and dtype of the model's parameters.
+    The model is called as it is: put it in ``eval()`` mode first if it has dropout, or the
+    Jacobian is that of one random dropout mask.
 
     >>> net = torch.nn.Linear(3, 2)
     >>> torch.allclose(input_output_jacobian(net, torch.ones(3)), net.weight)
@@ -74,7 +78,7 @@ def jacobian_singular_values(model: Callable[[torch.Tensor], torch.Tensor], x: t
     [3.0, 2.0, 1.0, 0.5]
     """
     jacobian = input_output_jacobian(model, x)
-    return torch.linalg.svdvals(jacobian.double()).numpy()
+    return torch.linalg.svdvals(jacobian.to(device="cpu", dtype=torch.float64)).numpy()
 
 
 def extreme_singular_values(
@@ -126,7 +130,7 @@ def extreme_singular_values(
         size, dtype = output.numel(), output.dtype
 
     generator = torch.Generator().manual_seed(seed)
-    start = torch.randn(size, generator=generator, dtype=torch.float64).to(dtype)
+    start = torch.randn(size, generator=generator, dtype=torch.float64).to(x.device, dtype)
 
     def top_eigenvalue(operator: Callable[[torch.Tensor], torch.Tensor]) -> float:
         v = start / start.norm()
