@@ -59,6 +59,13 @@ records nothing) followed by a backward pass that accumulates into the parameter
   gradient accumulated so far; update ratios are measured for a recorded pass that the
   optimizer step directly follows. A second ``backward(retain_graph=True)`` through the same
   graph belongs to the pass that graph was recorded in.
+- **Mixed precision**: with ``GradientMonitor(..., scaler=scaler)`` (a
+  ``torch.amp.GradScaler``), every backward pass is taken to be of ``scaler.scale(loss)``:
+  gradient and backward-signal statistics are divided by the scale, so they are those of the
+  loss. A pass whose scaled gradients overflow while its forward pass is finite is recorded
+  as it is, listed in :attr:`GradientMonitor.overflow_steps` and left out of
+  :meth:`GradientMonitor.diagnose`, as the scaler skips it; at a scale of 1 or less an
+  overflow cannot come from the scaling and is diagnosed as usual.
 - A pass whose forward or backward raised (Ctrl-C in a notebook, an error in a hook) is
   dropped when the next forward pass starts: it is neither counted nor recorded.
 - A copy of the model made while the monitor is attached (``copy.deepcopy``, ``torch.save``)
@@ -287,6 +294,7 @@ class _Last:
 
     activations: list[tuple[int, torch.Tensor]]  # (layer, activation), in call order
     signals: list[tuple[str, torch.Tensor]]  # (layer name, dL/dh at its output), arrival order
+    scale: float = 1.0  # the GradScaler's loss scale the signals are multiplied by
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -307,21 +315,27 @@ def _foreach_norms(
     """The L2 norm of each tensor, as one float64 vector on ``device``.
 
     One fused ``torch._foreach_norm`` call per (device, dtype) group. Computed in each
-    tensor's own dtype (fast), or with ``exact=True`` in float64, where huge finite values
-    (float32 entries of 1e20, say) do not overflow to Inf.
+    tensor's own dtype (fast; float16 and bfloat16 in float32, as a norm of many half-precision
+    entries easily exceeds float16's largest value, 65504), or with ``exact=True`` in float64,
+    where huge finite values (float32 entries of 1e20, say) do not overflow to Inf.
     """
     if not tensors:
         return torch.zeros(0, dtype=torch.float64, device=device)
-    dtype = torch.float64 if exact else None
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for index, tensor in enumerate(tensors):
         groups.setdefault((tensor.device, tensor.dtype), []).append(index)
+
+    def accumulate(dtype: torch.dtype) -> torch.dtype | None:
+        if exact:
+            return torch.float64
+        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+
     if len(groups) == 1:
-        norms = torch._foreach_norm(tensors, 2, dtype=dtype)
+        norms = torch._foreach_norm(tensors, 2, dtype=accumulate(tensors[0].dtype))
         return torch.stack(norms).to(device, torch.float64)
     result = torch.empty(len(tensors), dtype=torch.float64, device=device)
-    for indices in groups.values():
-        norms = torch._foreach_norm([tensors[i] for i in indices], 2, dtype=dtype)
+    for (_, dtype), indices in groups.items():
+        norms = torch._foreach_norm([tensors[i] for i in indices], 2, dtype=accumulate(dtype))
         result[torch.tensor(indices, device=device)] = torch.stack(norms).to(device, torch.float64)
     return result
 
@@ -452,6 +466,10 @@ class GradientMonitor:
         rows), where a sample can miss most of the change.
     thresholds
         A :class:`Thresholds` for :meth:`diagnose` (default ``Thresholds()``).
+    scaler
+        The ``torch.amp.GradScaler`` of a mixed-precision loop, if any: gradient statistics
+        are then unscaled, and overflowed passes the scaler skips are not called non-finite
+        (see :attr:`overflow_steps`).
 
     Attributes
     ----------
@@ -487,6 +505,7 @@ class GradientMonitor:
         *,
         thresholds: Thresholds | None = None,
         update_sample: int | None = 4096,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -504,6 +523,10 @@ class GradientMonitor:
                     f"update_sample must be >= {_UPDATE_BLOCK} entries per tensor (or None for "
                     f"exact update ratios), got {update_sample}"
                 )
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(
+                f"scaler must be a torch.amp.GradScaler or None, got {type(scaler).__name__}"
+            )
         if thresholds is None:
             thresholds = Thresholds()
         if not isinstance(thresholds, Thresholds):
@@ -514,6 +537,7 @@ class GradientMonitor:
         self.every = every
         self.thresholds = thresholds
         self.update_sample = update_sample
+        self.scaler = scaler
         self.optimizer: torch.optim.Optimizer | None = None
 
         # Layers: modules owning parameters directly; each parameter listed once.
@@ -561,6 +585,7 @@ class GradientMonitor:
         self._rows: list[torch.Tensor] = []  # one (statistics x layers) tensor per step
         self._updates: dict[int, torch.Tensor] = {}  # row number -> per-layer update ratio
         self._steps: list[int] = []
+        self._overflows: list[int] = []  # recorded passes whose scaled gradients overflowed
         self._passes = 0  # backward passes completed while attached
         self._pass: _Pass | None = None
         # the last recorded pass's activations and layer backward signals (for histograms);
@@ -771,6 +796,7 @@ class GradientMonitor:
         norms = self._norms(current, grads, device, exact=False)
         found = self._activations(current)
         activation, forward_check = self._activation_statistics(found, device, exact=False)
+        scale = self._loss_scale()
         if self._nonfinite is None:
             outputs = [t.sum() for t in current.root_outputs if t.is_floating_point()]
             outputs_sum = torch.stack(outputs).sum().to(device) if outputs else 0
@@ -779,8 +805,17 @@ class GradientMonitor:
                 # float32 norms overflow at about 1e19: recompute in float64, then look closer
                 norms = self._norms(current, grads, device, exact=True)
                 activation, _ = self._activation_statistics(found, device, exact=True)
-                if not self._all_finite(current, grads):
+                if self._all_finite(current, grads):
+                    pass
+                elif scale > 1 and self._forward_finite(current):
+                    # mixed precision: the scaled gradient overflowed. The GradScaler skips
+                    # this step and lowers its scale: an overflow, not a fault of the model
+                    self._overflows.append(current.index)
+                else:
                     self._nonfinite = self._locate(current, grads)
+        if scale != 1:  # the gradients of scaler.scale(loss): back to those of the loss
+            norms[_ROW["grad"]] /= scale
+            norms[_ROW["backward"]] /= scale
         ran = {self._layer_index.get(call.name) for call in current.calls}
         missing = [i for i in range(len(self.layer_names)) if i not in ran]
         if missing:  # a layer whose module never ran has no output: backward norm NaN, not 0
@@ -791,7 +826,22 @@ class GradientMonitor:
             activations=[(layer, tensor) for layer, _, tensor in found],
             signals=[(current.calls[call].name, grad) for call, grad in current.grads
                      if call >= 0 and current.calls[call].name in self._layer_index],
+            scale=scale,
         )
+
+    def _loss_scale(self) -> float:
+        """The GradScaler's current loss scale (1 without an enabled scaler): the factor
+        ``scaler.scale(loss).backward()`` multiplied every gradient of this pass by."""
+        if self.scaler is None or not self.scaler.is_enabled():
+            return 1.0
+        return float(self.scaler.get_scale())
+
+    def _forward_finite(self, current: _Pass) -> bool:
+        """Whether the forward pass and the weights were finite (only run on suspicion)."""
+        tensors = [t for call in current.calls for t in call.inputs + call.outputs]
+        tensors += current.root_outputs + [p.detach() for p in self._params]
+        return all(bool(torch.isfinite(t).all()) for t in tensors
+                   if t.is_floating_point() or t.is_complex())
 
     @staticmethod
     def _all_finite(current: _Pass, grads: list[torch.Tensor]) -> bool:
@@ -926,9 +976,12 @@ class GradientMonitor:
         """
         if isinstance(self._unrecorded_bad, int):
             return  # the first one is already known
-        tensors = [p.grad.detach() for p in self._first_layer_parameters() if p.grad is not None]
-        tensors += [t for t in current.root_outputs if t.is_floating_point()]
-        tensors += [g for _, g in current.grads]
+        tensors = [t for t in current.root_outputs if t.is_floating_point()]
+        if self.scaler is None or not self.scaler.is_enabled():
+            # with a GradScaler, a non-finite gradient is usually an overflow it will skip;
+            # one that is not comes to light at a recorded pass once the scale is down to 1
+            tensors = [p.grad.detach() for p in self._first_layer_parameters()
+                       if p.grad is not None] + tensors + [g for _, g in current.grads]
         if not tensors:
             return
         device = self._device()
@@ -1005,6 +1058,14 @@ class GradientMonitor:
         """The backward-pass index (0, 1, ...) of each recorded row."""
         return np.asarray(self._steps, dtype=int)
 
+    @property
+    def overflow_steps(self) -> np.ndarray:
+        """With a ``scaler``: the recorded passes (backward-pass indices, a subset of
+        :attr:`steps`) whose scaled gradients overflowed to Inf/NaN while the forward pass was
+        finite, which the GradScaler skips. Their rows hold those non-finite values; the
+        rules of :meth:`diagnose` leave them out."""
+        return np.asarray(self._overflows, dtype=int)
+
     def _stat(self, name: str) -> np.ndarray:
         if not self._rows:
             return np.zeros((0, len(self.layer_names)))
@@ -1069,7 +1130,9 @@ class GradientMonitor:
             return {}
         result: dict[str, list[np.ndarray]] = {}
         for name, grad in self._last.signals:
-            result.setdefault(name, []).append(_to_numpy(grad))
+            values = _to_numpy(grad)
+            result.setdefault(name, []).append(values / self._last.scale
+                                               if self._last.scale != 1 else values)
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
     # ------------------------------------------------------------------ NaN/Inf origin
@@ -1147,6 +1210,14 @@ class GradientMonitor:
                 return name
         return ""
 
+    def _scaler_hint(self) -> str:
+        """Advice for a non-finite gradient, when the monitor was given no GradScaler."""
+        if self.scaler is not None:
+            return ""
+        return ("; in mixed-precision training with a GradScaler, give the monitor the scaler "
+                "(GradientMonitor(..., scaler=scaler)): scaled gradients overflow now and then "
+                "by design, and the scaler skips those steps")
+
     def _nonfinite_diagnosis(
         self, name: str | None, step: int, phase: str, tensors: list[torch.Tensor]
     ) -> Diagnosis:
@@ -1168,7 +1239,7 @@ class GradientMonitor:
                 "computation, outside the model (e.g. the log of a probability that underflowed "
                 "to 0). Try: compute log-probabilities with F.log_softmax or use "
                 "F.cross_entropy on logits, add an epsilon inside logs and divisions, lower the "
-                "learning rate."
+                f"learning rate{self._scaler_hint()}."
             )
             return Diagnosis("nonfinite", None, step, phase, evidence, message)
         if phase == "unknown" or name is None:
@@ -1202,6 +1273,7 @@ class GradientMonitor:
             advice = ("look for an operation whose derivative is infinite where it is used "
                       "(sqrt or log at 0, x/y with y = 0, a custom backward); add an epsilon or "
                       "use a stable form, lower the learning rate or clip gradients")
+            advice += self._scaler_hint()
         message = (
             f"Non-finite values first appeared at step {step}: {seen}. The modules that got the "
             f"NaN/Inf from it later in the same pass only passed it on. Try: {advice}."
@@ -1244,9 +1316,18 @@ class GradientMonitor:
         order = self._order or list(range(len(self.layer_names)))
         ran = max(self._ran, 1)
         names = [self.layer_names[i] for i in order]
-        grad = self.grad_norms()[:, order]
-        weight = self.weight_norms()[:, order]
-        updates = self.update_ratios()[:, order]
+        # passes whose scaled gradients overflowed (see overflow_steps) are left out
+        kept = np.isin(self.steps, self.overflow_steps, invert=True)
+        steps = self.steps[kept]
+        skipped = len(self._steps) - len(steps)
+        note = (f" ({skipped} pass(es) whose scaled gradients overflowed, which the GradScaler "
+                "skips, are left out)" if skipped else "")
+        if not len(steps):
+            return Diagnosis("ok", None, None, None, {"overflows": skipped},
+                             f"Nothing to judge yet{note}.")
+        grad = self.grad_norms()[kept][:, order]
+        weight = self.weight_norms()[kept][:, order]
+        updates = self.update_ratios()[kept][:, order]
         with np.errstate(divide="ignore", invalid="ignore"):
             relative = np.where(weight > 0, grad / weight, np.nan)
         # weights that started at zero (a ReZero gate, a zero-initialised norm scale) have no
@@ -1255,7 +1336,7 @@ class GradientMonitor:
         relative[:, started_at_zero] = np.nan
         updates[:, started_at_zero] = np.nan
         start = grad[0].max()
-        for row, step in enumerate(self._steps):
+        for row, step in enumerate(steps.tolist()):
             g, rel, upd = grad[row], relative[row], updates[row]
             found = self._judge(t, names, ran, step, g, rel, upd, start)
             if found is not None:
@@ -1263,12 +1344,12 @@ class GradientMonitor:
         first_last = self._first_to_last(grad[-1][:ran])
         largest_relative = float(np.nanmax(relative)) if np.isfinite(relative).any() else math.nan
         evidence = {"first_to_last": first_last, "max_grad_to_weight": largest_relative,
-                    "max_grad_norm": float(grad.max())}
+                    "max_grad_norm": float(grad.max()), "overflows": skipped}
         message = (
-            f"No sign of exploding or vanishing gradients in {len(self._steps)} recorded "
-            f"step(s): at the last one the first layer's gradient is {first_last:.3g} times the "
-            f"last layer's (limit {t.layer_ratio:.3g} either way); the largest gradient-to-weight "
-            f"ratio seen was {evidence['max_grad_to_weight']:.3g} (limits "
+            f"No sign of exploding or vanishing gradients in {len(steps)} recorded "
+            f"step(s){note}: at the last one the first layer's gradient is {first_last:.3g} "
+            f"times the last layer's (limit {t.layer_ratio:.3g} either way); the largest "
+            f"gradient-to-weight ratio seen was {evidence['max_grad_to_weight']:.3g} (limits "
             f"{t.grad_to_weight_low:.3g} to {t.grad_to_weight_high:.3g}) and the largest layer "
             f"gradient norm "
             f"{evidence['max_grad_norm']:.3g} (limit {t.grad_norm_high:.3g})."

@@ -1119,3 +1119,116 @@ def test_a_pass_interrupted_in_forward_or_backward_is_dropped(where, every):
         mean = float(torch.tanh(net[0](x)).mean())
     np.testing.assert_allclose(mon.activation_means()[:, 0], mean, rtol=1e-12)
     assert _hooks(net) == 0
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def _scaled_run(model, scaler, passes, x, y, every=1, factor=1.0):
+    """A mixed-precision loop: scaler.scale(loss).backward(), scaler.step, scaler.update
+    (the loss is cross-entropy times ``factor``, the learning rate 1e-3 / ``factor``)."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3 / factor)
+    with GradientMonitor(model, every=every, optimizer=opt, scaler=scaler) as mon:
+        for _ in range(passes):
+            opt.zero_grad()
+            scaler.scale(factor * F.cross_entropy(model(x), y)).backward()
+            scaler.step(opt)
+            scaler.update()
+    return mon
+
+
+def test_a_grad_scalers_scale_is_divided_out_of_the_gradient_statistics():
+    x, y = _batch(dtype=torch.float32)
+    plain = _mlp(seed=3, dtype=torch.float32)
+    with GradientMonitor(plain) as reference:
+        F.cross_entropy(plain(x), y).backward()
+    scaled = _mlp(seed=3, dtype=torch.float32)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    mon = _scaled_run(scaled, scaler, 1, x, y)
+    for read in ("grad_norms", "backward_norms", "weight_norms", "activation_means"):
+        np.testing.assert_allclose(getattr(mon, read)(), getattr(reference, read)(), rtol=1e-5)
+    for name, values in reference.last_backward_signals().items():
+        np.testing.assert_allclose(mon.last_backward_signals()[name], values, rtol=1e-5,
+                                   atol=1e-12)
+    assert np.isfinite(mon.update_ratios()).all()
+    assert mon.overflow_steps.tolist() == [] and mon.diagnose().kind == "ok"
+
+
+def test_passes_whose_scaled_gradients_overflow_are_skipped_not_diagnosed():
+    x, y = _batch(dtype=torch.float32)
+    model = _mlp(seed=3, dtype=torch.float32)
+    # a scale so large that the scaled gradients overflow float32, then a sane one
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38, backoff_factor=1e-34)
+    mon = _scaled_run(model, scaler, 3, x, y, factor=1e3)
+    assert mon.steps.tolist() == [0, 1, 2]
+    assert mon.overflow_steps.tolist() == [0]
+    assert not np.isfinite(mon.grad_norms()[0]).all()
+    assert np.isfinite(mon.grad_norms()[1:]).all()
+    assert np.isnan(mon.update_ratios()[0]).all()  # the scaler skipped that optimizer step
+    # (the loss is 1000 x cross-entropy, so that its gradient overflows: large on purpose)
+    diagnosis = mon.diagnose(mon.with_thresholds(grad_to_weight_high=1e6, grad_norm_high=1e9))
+    assert diagnosis.kind == "ok" and diagnosis.evidence["overflows"] == 1
+    assert "1 pass(es) whose scaled gradients overflowed" in str(diagnosis)
+
+
+def test_a_backward_nan_under_a_grad_scaler_is_diagnosed_once_the_scale_is_down_to_one():
+    torch.manual_seed(0)
+    model = _chain(_PoisonBackward(8, math.nan)).float()
+    x, y = _batch(dtype=torch.float32)
+    # scale 4, then 2, then 1: the first two look like overflows, the third cannot be one
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    mon = _scaled_run(model, scaler, 4, x, y)
+    assert mon.overflow_steps.tolist() == [0, 1]
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase, diagnosis.step) == (
+        "nonfinite", "4", "backward", 2)
+
+
+def test_a_forward_nan_under_a_grad_scaler_is_diagnosed_at_once():
+    model = _chain(_Poison(math.nan)).float()
+    x, y = _batch(dtype=torch.float32)
+    mon = _scaled_run(model, torch.amp.GradScaler("cpu", init_scale=2.0**16), 2, x, y)
+    assert mon.overflow_steps.tolist() == []
+    diagnosis = mon.diagnose()
+    assert (diagnosis.kind, diagnosis.layer, diagnosis.phase, diagnosis.step) == (
+        "nonfinite", "4", "forward", 0)
+
+
+def test_unrecorded_passes_under_a_grad_scaler_ignore_overflowing_gradients():
+    x, y = _batch(dtype=torch.float32)
+    model = _mlp(seed=3, dtype=torch.float32)
+    # pass 0 is recorded at scale 1; passes 1 and 2 (not recorded) overflow at scale 3e38,
+    # which pass 2's backoff brings down to 3e4 for the recorded pass 3
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_factor=3e38,
+                                  growth_interval=1, backoff_factor=1e-34)
+    mon = _scaled_run(model, scaler, 4, x, y, every=3, factor=1e3)
+    assert mon.steps.tolist() == [0, 3] and mon.overflow_steps.tolist() == []
+    diagnosis = mon.diagnose(mon.with_thresholds(grad_to_weight_high=1e6, grad_norm_high=1e9))
+    assert diagnosis.kind == "ok"
+    assert scaler.get_scale() < 1e5  # the passes in between did overflow
+
+
+def test_half_precision_norms_do_not_overflow():
+    # the norm of 16384 entries of 1000 is 128000, beyond float16's largest value, 65504
+    big = torch.full((16384,), 1000.0, dtype=torch.float16)
+    norms = monitor_module._foreach_norms([big, big.bfloat16()], torch.device("cpu"))
+    np.testing.assert_allclose(norms.numpy(), [128000.0, 128000.0], rtol=1e-2)
+
+
+def test_scaler_must_be_a_grad_scaler():
+    with pytest.raises(TypeError, match="scaler must be a torch.amp.GradScaler"):
+        GradientMonitor(nn.Linear(2, 2), scaler=2.0**16)
+
+
+def test_without_the_scaler_an_overflow_is_nonfinite_and_the_advice_names_the_scaler():
+    x, y = _batch(dtype=torch.float32)
+    model = _mlp(seed=3, dtype=torch.float32)
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38, backoff_factor=1e-34)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    with GradientMonitor(model) as mon:
+        opt.zero_grad()
+        scaler.scale(1e3 * F.cross_entropy(model(x), y)).backward()
+        scaler.step(opt)
+    diagnosis = mon.diagnose()
+    assert diagnosis.kind == "nonfinite" and mon.overflow_steps.tolist() == []
+    assert "GradientMonitor(..., scaler=scaler)" in str(diagnosis)
