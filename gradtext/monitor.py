@@ -66,6 +66,10 @@ records nothing) followed by a backward pass that accumulates into the parameter
   as it is, listed in :attr:`GradientMonitor.overflow_steps` and left out of
   :meth:`GradientMonitor.diagnose`, as the scaler skips it; at a scale of 1 or less an
   overflow cannot come from the scaling and is diagnosed as usual.
+- Activation checkpointing (``torch.utils.checkpoint`` with ``use_reentrant=False``) is
+  recorded like the same model without it: the forward recomputed inside the backward pass is
+  not recorded again. The reentrant variant runs the checkpointed modules without gradients
+  in the forward pass, so their statistics are missing; use ``use_reentrant=False``.
 - A pass whose forward or backward raised (Ctrl-C in a notebook, an error in a hook) is
   dropped when the next forward pass starts: it is neither counted nor recorded.
 - A copy of the model made while the monitor is attached (``copy.deepcopy``, ``torch.save``)
@@ -716,6 +720,10 @@ class GradientMonitor:
     def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
         current = self._pass
         if current is None or not torch.is_grad_enabled():
+            return
+        if torch._C._current_graph_task_id() != -1:
+            # a forward inside the backward pass: activation checkpointing recomputing what
+            # the forward pass already recorded (and, non-reentrant, only part of it)
             return
         is_root = module is self.model
         if not current.recording:

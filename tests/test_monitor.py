@@ -1232,3 +1232,37 @@ def test_without_the_scaler_an_overflow_is_nonfinite_and_the_advice_names_the_sc
     diagnosis = mon.diagnose()
     assert diagnosis.kind == "nonfinite" and mon.overflow_steps.tolist() == []
     assert "GradientMonitor(..., scaler=scaler)" in str(diagnosis)
+
+
+def test_activation_checkpointing_records_what_the_plain_model_records():
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self, checkpointed):
+            super().__init__()
+            self.checkpointed = checkpointed
+            self.blocks = nn.ModuleList(
+                nn.Sequential(nn.Linear(6, 6), nn.Tanh()) for _ in range(3))
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False) if self.checkpointed else block(x)
+            return self.head(x)
+
+    torch.manual_seed(0)
+    plain, checkpointed = Checkpointed(False).double(), Checkpointed(True).double()
+    checkpointed.load_state_dict(plain.state_dict())
+    x, y = _batch()
+    monitors = []
+    for model in (plain, checkpointed):
+        with GradientMonitor(model) as mon:
+            for _ in range(2):
+                model.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+        monitors.append(mon)
+    for read in ("grad_norms", "backward_norms", "activation_means", "activation_stds",
+                 "saturated_fractions"):
+        np.testing.assert_allclose(getattr(monitors[1], read)(), getattr(monitors[0], read)(),
+                                   rtol=1e-12)
+    assert monitors[1].activation_sources == monitors[0].activation_sources
