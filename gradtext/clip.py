@@ -669,17 +669,22 @@ class ZScoreClip(_HistoryClipper):
         )
 
     def _record(self, norm: torch.Tensor) -> None:
+        if self.mean.device != norm.device:
+            # the statistics live where the gradients are (moved once, e.g. after loading a
+            # checkpoint), so that updating them never waits for the device
+            self.mean, self.var, self.count = (
+                t.to(norm.device) for t in (self.mean, self.var, self.count))
         finite = torch.isfinite(norm)
-        value = torch.where(finite, norm, self.mean.to(norm.device)).to(self.mean.device)
+        value = torch.where(finite, norm.to(self.mean.dtype), self.mean)
         first = self.count == 0
         delta = value - self.mean
         mean = torch.where(first, value, self.mean + (1 - self.beta) * delta)
         var = torch.where(
             first, torch.zeros_like(self.var), self.beta * (self.var + (1 - self.beta) * delta**2)
         )
-        self.mean = torch.where(finite.to(mean.device), mean, self.mean)
-        self.var = torch.where(finite.to(var.device), var, self.var)
-        self.count = self.count + finite.to(torch.int64).to(self.count.device)
+        self.mean = torch.where(finite, mean, self.mean)
+        self.var = torch.where(finite, var, self.var)
+        self.count = self.count + finite.to(torch.int64)
 
     def state_dict(self) -> dict:
         """The clipper's settings and history, for checkpoints (plain Python values)."""

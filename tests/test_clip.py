@@ -669,3 +669,15 @@ def test_history_clippers_take_numpy_numbers_like_the_other_arguments():
 def test_history_clippers_name_a_bad_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_zscore_statistics_follow_the_gradients_device():
+    # the statistics move to the gradients' device once, so that updating them never waits for
+    # it (the meta device stands in for a GPU: copying its values to the CPU fails)
+    clipper = ZScoreClip(warmup=2)
+    _feed(clipper, [1.0, 2.0])
+    resumed = ZScoreClip(warmup=2)
+    resumed.load_state_dict(clipper.state_dict())
+    for _ in range(3):
+        _feed(resumed, [4.0], device="meta")
+    assert {t.device.type for t in (resumed.mean, resumed.var, resumed.count)} == {"meta"}
