@@ -50,7 +50,9 @@ What counts as a pass: a call of the model's own ``forward`` (calling its submod
 records nothing) followed by a backward pass that accumulates into the parameters' ``.grad``.
 
 - A forward pass run with gradients enabled but never followed by ``backward()`` counts towards
-  the next backward pass; run evaluation under ``torch.no_grad()``.
+  the next backward pass; run evaluation under ``torch.no_grad()``. A forward pass of the model
+  frozen with ``requires_grad_(False)`` (a GAN's discriminator during the generator's step) ends
+  with the backward pass through it, which is neither counted nor recorded.
 - ``torch.autograd.grad`` (a gradient penalty, a saliency map) leaves ``.grad`` alone, so it is
   neither counted nor recorded; a ``backward()`` that follows on the same forward is the pass.
   For the same reason, an optimizer that steps inside the backward pass and clears ``.grad``
@@ -72,6 +74,8 @@ records nothing) followed by a backward pass that accumulates into the parameter
   in the forward pass, so their statistics are missing; use ``use_reentrant=False``.
 - A pass whose forward or backward raised (Ctrl-C in a notebook, an error in a hook) is
   dropped when the next forward pass starts: it is neither counted nor recorded.
+- A model run through ``torch.compile``: monitor the compiled module or the original one. The
+  monitor's hooks run outside the compiled graph, which breaks at each hooked module.
 - A copy of the model made while the monitor is attached (``copy.deepcopy``, ``torch.save``)
   carries an inert hook in place of each of the monitor's hooks: it does nothing and does not
   feed the monitor.
@@ -231,6 +235,19 @@ def _inert() -> Any:
     return _inert_hook
 
 
+def _eagerly(function: Any, *args: Any) -> Any:
+    """Call ``function`` outside torch.compile's tracing (a graph break), replaced by its
+    ``torch.compiler.disable`` form the first time it is needed (importing the compiler is slow,
+    so it is not done before torch.compile has done it)."""
+    global _eagerly
+    _eagerly = torch.compiler.disable(_call)
+    return _eagerly(function, *args)
+
+
+def _call(function: Any, *args: Any) -> Any:
+    return function(*args)
+
+
 class _Hook:
     """One of the monitor's hooks. A copy of the module or optimizer it is registered on, made
     while the monitor is attached (``copy.deepcopy`` for an EMA or best-model snapshot,
@@ -243,6 +260,8 @@ class _Hook:
         self.function = function
 
     def __call__(self, *args: Any) -> Any:
+        if torch.compiler.is_compiling():  # traced by torch.compile: run it eagerly instead
+            return _eagerly(self.function, *args)
         return self.function(*args)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
@@ -275,6 +294,12 @@ def _detached(value: Any) -> list[torch.Tensor]:
     return [t.detach() for t in _tensors(value)]
 
 
+def _values(grad: torch.Tensor) -> torch.Tensor:
+    """The entries of a gradient: a sparse one (``nn.Embedding(..., sparse=True)``) as the values
+    of its coalesced form, whose norm is the gradient's norm."""
+    return grad.detach().coalesce().values() if grad.is_sparse else grad.detach()
+
+
 @dataclass
 class _Pass:
     """What the hooks collect between a forward pass and the end of its backward pass."""
@@ -298,7 +323,7 @@ class _Last:
 
     activations: list[tuple[int, torch.Tensor]]  # (layer, activation), in call order
     signals: list[tuple[str, torch.Tensor]]  # (layer name, dL/dh at its output), arrival order
-    scale: float = 1.0  # the GradScaler's loss scale the signals are multiplied by
+    scale: torch.Tensor | float | None = None  # the loss scale the signals are multiplied by
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -311,6 +336,11 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, dict):
         for item in value.values():
             yield from _tensors(item)
+
+
+# Half-precision values are summed in float32: a sum over many float16 entries overflows
+# float16's largest value (65504), and one rounded to bfloat16's 8 bits loses the variance.
+_WIDER = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def _foreach_norms(
@@ -330,9 +360,7 @@ def _foreach_norms(
         groups.setdefault((tensor.device, tensor.dtype), []).append(index)
 
     def accumulate(dtype: torch.dtype) -> torch.dtype | None:
-        if exact:
-            return torch.float64
-        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+        return torch.float64 if exact else _WIDER.get(dtype)
 
     if len(groups) == 1:
         norms = torch._foreach_norm(tensors, 2, dtype=accumulate(tensors[0].dtype))
@@ -389,13 +417,14 @@ def _activation_counts(
     """Sum, number of saturated entries (tanh: ``|a| > 1 - margin``; sigmoid:
     within ``margin`` of 0 or 1) and number of entries in dead units (ReLU: units, i.e. entries
     of dimension ``unit_dim``, that are zero for every example and position) of one activation
-    tensor; ``nan`` where a count does not apply. ``exact=True`` accumulates in float64."""
-    dtype = torch.float64 if exact else None
+    tensor; ``nan`` where a count does not apply. ``exact=True`` accumulates in float64, half
+    precision otherwise in float32."""
+    dtype = torch.float64 if exact else _WIDER.get(a.dtype)
     total = a.sum(dtype=dtype)
     if kind == "tanh":
-        saturated = a.abs().gt_(1 - margin).sum()
+        saturated = a.abs().gt_(1 - margin).sum(dtype=dtype)
     elif kind == "sigmoid":
-        saturated = a.sub(0.5).abs_().gt_(0.5 - margin).sum()
+        saturated = a.sub(0.5).abs_().gt_(0.5 - margin).sum(dtype=dtype)
     else:
         saturated = nan
     if kind == "relu" and a.dim() > 0 and a.numel() > 0:
@@ -564,19 +593,20 @@ class GradientMonitor:
                 owners.append((param_index[id(p)], layer))
         if not self.layer_names:
             raise ValueError("model has no trainable parameters, so there is nothing to monitor")
+        # the parameters whose gradient can be sparse (embeddings with sparse=True)
+        self._sparse_capable = [
+            param_index[id(p)] for module in model.modules()
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+            for p in module._parameters.values() if id(p) in param_index
+        ]
         self._owner_param = torch.tensor([p for p, _ in owners])
         self._owner_layer = torch.tensor([layer for _, layer in owners])
         self._owner_device = torch.device("cpu")
         self._modules = dict(model.named_modules())
         self._saturation_kind = {name: self._layer_kind(module)
                                  for name, module in self._modules.items()}
-        # a convolution's weight has as many dimensions as its batched output (channels in
-        # dimension 1), one more than an unbatched output (channels in dimension 0); 0 if not
-        self._conv_dims = [
-            self._modules[name].weight.dim()
-            if isinstance(self._modules[name], nn.modules.conv._ConvNd) else 0
-            for name in self.layer_names
-        ]
+        # where each layer's units are: see _channel_dims
+        self._conv_dims = [self._channel_dims(self._modules[name]) for name in self.layer_names]
         # name of the module whose output is each layer's activation; known after one pass
         self.activation_sources: dict[str, str] = {}
         self._order: list[int] | None = None  # layer indices in the order they first ran
@@ -775,11 +805,17 @@ class GradientMonitor:
         return False
 
     def _end_of_backward(self, current: _Pass) -> None:
+        if not self.active:  # a graph built inside the with block, run backward after it
+            return
         if not self._accumulated(current):
             # torch.autograd.grad (a gradient penalty, a saliency map): not a training step.
-            # The pass stays open for the backward() that may follow on the same graph.
+            # The pass stays open for the backward() that may follow on the same graph...
             current.queued = False
             current.grads.clear()
+            if self._pass is current and not any(p.requires_grad for p in self._params):
+                # ...unless the model is frozen (a GAN's discriminator during the generator's
+                # step): no backward can fill its .grad, and its next pass starts afresh
+                self._pass = None
             return
         if self._pass is current:
             self._pass = None
@@ -801,12 +837,15 @@ class GradientMonitor:
             self._learn_structure(current)
         grads = [p.grad.detach() if p.grad is not None else p.new_zeros(())
                  for p in self._params]
+        for index in self._sparse_capable:
+            grads[index] = _values(grads[index])
         norms = self._norms(current, grads, device, exact=False)
         found = self._activations(current)
         activation, forward_check = self._activation_statistics(found, device, exact=False)
         scale = self._loss_scale()
         if self._nonfinite is None:
-            outputs = [t.sum() for t in current.root_outputs if t.is_floating_point()]
+            outputs = [t.sum(dtype=_WIDER.get(t.dtype)) for t in current.root_outputs
+                       if t.is_floating_point()]
             outputs_sum = torch.stack(outputs).sum().to(device) if outputs else 0
             # one host synchronisation per recorded pass; the search runs only on failure
             if not bool(torch.isfinite(norms.sum() + forward_check + outputs_sum)):
@@ -815,13 +854,13 @@ class GradientMonitor:
                 activation, _ = self._activation_statistics(found, device, exact=True)
                 if self._all_finite(current, grads):
                     pass
-                elif scale > 1 and self._forward_finite(current):
+                elif scale is not None and float(scale) > 1 and self._forward_finite(current):
                     # mixed precision: the scaled gradient overflowed. The GradScaler skips
                     # this step and lowers its scale: an overflow, not a fault of the model
                     self._overflows.append(current.index)
                 else:
                     self._nonfinite = self._locate(current, grads)
-        if scale != 1:  # the gradients of scaler.scale(loss): back to those of the loss
+        if scale is not None:  # the gradients of scaler.scale(loss): back to those of the loss
             norms[_ROW["grad"]] /= scale
             norms[_ROW["backward"]] /= scale
         ran = {self._layer_index.get(call.name) for call in current.calls}
@@ -837,12 +876,16 @@ class GradientMonitor:
             scale=scale,
         )
 
-    def _loss_scale(self) -> float:
-        """The GradScaler's current loss scale (1 without an enabled scaler): the factor
-        ``scaler.scale(loss).backward()`` multiplied every gradient of this pass by."""
+    def _loss_scale(self) -> torch.Tensor | float | None:
+        """The GradScaler's current loss scale (None without an enabled scaler): the factor
+        ``scaler.scale(loss).backward()`` multiplied every gradient of this pass by. Read as
+        the scaler's tensor, where it lives: ``scaler.get_scale()`` would synchronise with the
+        GPU. A copy, as ``scaler.update()`` changes it in place."""
         if self.scaler is None or not self.scaler.is_enabled():
-            return 1.0
-        return float(self.scaler.get_scale())
+            return None
+        read_async = getattr(self.scaler, "_get_scale_async", None)  # private: may go away
+        scale = read_async() if read_async is not None else None
+        return float(self.scaler.get_scale()) if scale is None else scale.clone()
 
     def _forward_finite(self, current: _Pass) -> bool:
         """Whether the forward pass and the weights were finite (only run on suspicion)."""
@@ -966,12 +1009,29 @@ class GradientMonitor:
             self._check_parameters = chosen
         return chosen
 
+    @staticmethod
+    def _channel_dims(module: nn.Module) -> int:
+        """How many dimensions a batched output of ``module`` has when its units are channels
+        (dimension 1 of a batched output, 0 of an unbatched one): convolutions (also lazy
+        ones, whose weight has no shape yet) and instance norms; -1 for batch and group norms,
+        whose input always has a batch dimension; 0 when the units are the last dimension."""
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return len(module.kernel_size) + 2
+        if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+            return module._get_no_batch_dim() + 1
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            return -1
+        return 0
+
     def _unit_dim(self, layer: int, activation: torch.Tensor) -> int:
-        """Where the units of ``layer``'s activation are: the channels of a convolution
-        (dimension 1, or 0 for an unbatched input), else the last dimension."""
+        """Where the units of ``layer``'s activation are: the channels of a convolution or of a
+        batch, group or instance norm (dimension 1, or 0 for an unbatched input), else the last
+        dimension."""
         conv_dims = self._conv_dims[layer]
         if conv_dims == 0:
             return -1
+        if conv_dims < 0:
+            return 1
         return 1 if activation.dim() == conv_dims else 0
 
     def _check_unrecorded(self, current: _Pass) -> None:
@@ -988,7 +1048,7 @@ class GradientMonitor:
         if self.scaler is None or not self.scaler.is_enabled():
             # with a GradScaler, a non-finite gradient is usually an overflow it will skip;
             # one that is not comes to light at a recorded pass once the scale is down to 1
-            tensors = [p.grad.detach() for p in self._first_layer_parameters()
+            tensors = [_values(p.grad) for p in self._first_layer_parameters()
                        if p.grad is not None] + tensors + [g for _, g in current.grads]
         if not tensors:
             return
@@ -1139,8 +1199,11 @@ class GradientMonitor:
         result: dict[str, list[np.ndarray]] = {}
         for name, grad in self._last.signals:
             values = _to_numpy(grad)
-            result.setdefault(name, []).append(values / self._last.scale
-                                               if self._last.scale != 1 else values)
+            if self._last.scale is not None:  # unscaled in float32 at least: float16 cannot
+                # hold a scale of 2**16, nor the small values of the unscaled gradient
+                wide = np.result_type(values.dtype, np.float32)
+                values = np.divide(values, float(self._last.scale), dtype=wide)
+            result.setdefault(name, []).append(values)
         return {name: np.concatenate(result[name]) for name in self.layer_names if name in result}
 
     # ------------------------------------------------------------------ NaN/Inf origin
@@ -1182,7 +1245,7 @@ class GradientMonitor:
             if call.name in bad_params and finite_grad.get(index, True) and index in arrival:
                 module = self._modules[call.name]
                 candidates.append((arrival[index] + 0.5, call.name,
-                                   [p.grad for p in module._parameters.values()
+                                   [_values(p.grad) for p in module._parameters.values()
                                     if p is not None and p.grad is not None]))
         if first_bad is not None:
             position, bad_call = first_bad

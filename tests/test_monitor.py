@@ -1266,3 +1266,203 @@ def test_activation_checkpointing_records_what_the_plain_model_records():
         np.testing.assert_allclose(getattr(monitors[1], read)(), getattr(monitors[0], read)(),
                                    rtol=1e-12)
     assert monitors[1].activation_sources == monitors[0].activation_sources
+
+
+# --------------------------------------------------------------------------- practitioner setups
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_activations_are_summed_in_float32(dtype, monkeypatch):
+    # sigmoid units near 0.92, spread 0.03, under autocast: a mean rounded to bfloat16's 8 bits
+    # wipes out the variance, and float16 sums over 131072 entries overflow (65504 at most);
+    # the tanh units are all saturated: 131072 of them, a count float16 cannot hold
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 512), nn.Sigmoid(), nn.Linear(512, 512), nn.Tanh(),
+                        nn.Linear(512, 4))
+    with torch.no_grad():
+        net[0].bias.fill_(2.5)
+        net[2].bias.fill_(20.0)
+    x = torch.randn(256, 64) * 0.7
+    slow = []
+    all_finite = GradientMonitor._all_finite
+    monkeypatch.setattr(GradientMonitor, "_all_finite",
+                        staticmethod(lambda *a: slow.append(1) or all_finite(*a)))
+    with GradientMonitor(net) as mon, torch.autocast("cpu", dtype=dtype):
+        net(x).float().pow(2).mean().backward()
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        a = net[1](net[0](x))
+    assert a.dtype == dtype
+    a = a.double()
+    np.testing.assert_allclose(mon.activation_means()[0, 0], float(a.mean()), rtol=1e-5)
+    # (loose: the variance is 0.1% of the mean square, which a float32 norm of 131072
+    # entries computed on the CPU carries to a few parts in 1e5)
+    np.testing.assert_allclose(mon.activation_stds()[0, 0], float(a.std(unbiased=False)),
+                               rtol=5e-2)
+    assert mon.saturated_fractions()[0, 1] == 1.0
+    assert slow == []  # a finite pass does not go down the slow path
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "instance"])
+def test_dead_channels_after_a_normalisation_layer_are_channels(norm):
+    # conv -> norm -> ReLU: the ReLU belongs to the norm layer, whose units are channels
+    torch.manual_seed(0)
+    layer = {"batch": nn.BatchNorm2d(8), "group": nn.GroupNorm(2, 8),
+             "instance": nn.InstanceNorm2d(8, affine=True)}[norm]
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    with torch.no_grad():
+        layer.weight[:3] = 0.0
+        layer.bias[:3] = -1.0  # three channels dead for every example
+    with GradientMonitor(net) as mon:
+        F.cross_entropy(net(torch.randn(16, 3, 8, 8)), torch.arange(16) % 5).backward()
+    assert mon.activation_sources["1"] == "2"
+    np.testing.assert_allclose(mon.dead_fractions()[0, 1], 3 / 8)
+    # unbatched input of an instance norm: channels first
+    if norm == "instance":
+        head = net[:3]
+        with GradientMonitor(head) as mon:
+            head(torch.randn(3, 8, 8)).sum().backward()
+        np.testing.assert_allclose(mon.dead_fractions()[0, 1], 3 / 8)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_sparse_embedding_gradients(every):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(50, 8, sparse=True), nn.Flatten(), nn.Linear(40, 2))
+    tokens = torch.tensor([[1, 2, 3, 2, 1], [4, 4, 4, 5, 6]])  # repeated rows: uncoalesced
+    with GradientMonitor(net, every=every) as mon:
+        for _ in range(3):
+            net.zero_grad()
+            net(tokens).pow(2).mean().backward()
+        expected = [float(net[0].weight.grad.to_dense().norm()),
+                    float(torch.cat([net[2].weight.grad.flatten(), net[2].bias.grad]).norm())]
+    np.testing.assert_allclose(mon.grad_norms()[-1], expected, rtol=1e-6)
+    assert mon.diagnose().kind == "ok"
+
+
+def test_lazy_modules_are_monitored_once_they_are_initialised():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    with GradientMonitor(net) as mon:
+        net(torch.randn(2, 3, 6, 6)).sum().backward()
+    assert mon.layer_names == ["0", "3"]
+    np.testing.assert_allclose(mon.grad_norms()[0], _own_grad_norms(net), rtol=1e-6)
+    assert np.isfinite(mon.dead_fractions()[0, 0])
+
+
+@pytest.mark.parametrize("monitored", ["compiled module", "original module"])
+def test_a_model_run_through_torch_compile(monitored):
+    # dynamo traces the hooks of the modules it compiles; they run eagerly, outside the graph
+    # ("eager" backend: dynamo's tracing without the slow code generation)
+    torch._dynamo.reset()
+    x, y = _batch()
+    records = []
+    for compiled in (False, True):
+        net = _mlp(depth=2)
+        run = torch.compile(net, backend="eager") if compiled else net
+        target = run if compiled and monitored == "compiled module" else net
+        with GradientMonitor(target, every=2) as mon:
+            for _ in range(4):
+                net.zero_grad()
+                F.cross_entropy(run(x), y).backward()
+        records.append(mon)
+        assert _hooks(net) == 0
+    reference, monitor = records
+    assert monitor.steps.tolist() == [0, 2]
+    assert [name.removeprefix("_orig_mod.") for name in monitor.layer_names] == \
+        reference.layer_names
+    for read in ("grad_norms", "backward_norms", "activation_means", "activation_stds"):
+        np.testing.assert_allclose(getattr(monitor, read)(), getattr(reference, read)(),
+                                   rtol=1e-12)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_backward_after_the_with_block_is_not_recorded(every):
+    net = _mlp()
+    x, y = _batch()
+    with GradientMonitor(net, every=every) as mon:
+        loss = F.cross_entropy(net(x), y)
+    loss.backward()  # the monitor is detached: hooks on the graph must not feed it
+    assert mon.steps.tolist() == [] and mon._passes == 0
+    with mon:  # entering again starts counting where it stopped
+        F.cross_entropy(net(x), y).backward()
+    assert mon.steps.tolist() == [0]
+
+
+def test_a_frozen_models_forward_is_not_pooled_into_its_next_pass():
+    # GAN style: the discriminator is frozen (requires_grad_(False)) for the generator's step;
+    # that backward runs through it but can never fill its .grad
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    disc = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    real = torch.randn(32, 2) + 3
+    means, grads = [], []
+    with GradientMonitor(disc) as mon:
+        for _ in range(3):
+            fake = gen(torch.randn(32, 4))
+            disc.requires_grad_(True)
+            disc.zero_grad()
+            (disc(real).mean() - disc(fake.detach()).mean()).backward()
+            grads.append(_own_grad_norms(disc))
+            with torch.no_grad():
+                means.append(float(torch.tanh(disc[0](torch.cat([real, fake]))).mean()))
+            disc.requires_grad_(False)
+            gen.zero_grad()
+            (-disc(fake).mean()).backward()
+        left_open = mon._pass
+    assert mon.steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mon.activation_means()[:, 0], means, rtol=1e-6)
+    np.testing.assert_allclose(mon.grad_norms(), grads, rtol=1e-6)
+    assert left_open is None  # nothing of the generator's step is carried over
+    assert disc[0].weight.grad is not None and gen[0].weight.grad is not None
+
+
+def test_the_loss_scale_is_read_without_a_host_synchronisation(monkeypatch):
+    # GradScaler.get_scale() is a .item() (a GPU -> CPU synchronisation) on top of the one a
+    # recorded pass makes: the monitor divides by the scale where it lives instead
+    calls = []
+    get_scale = torch.amp.GradScaler.get_scale
+    monkeypatch.setattr(torch.amp.GradScaler, "get_scale",
+                        lambda self: calls.append(1) or get_scale(self))
+    x, y = _batch(dtype=torch.float32)
+    plain = _mlp(seed=3, dtype=torch.float32)
+    with GradientMonitor(plain) as reference:
+        for _ in range(2):
+            plain.zero_grad()
+            F.cross_entropy(plain(x), y).backward()
+    scaled = _mlp(seed=3, dtype=torch.float32)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=1)
+    opt = torch.optim.SGD(scaled.parameters(), lr=0.0)
+    with GradientMonitor(scaled, scaler=scaler) as mon:
+        for _ in range(2):
+            scaled.zero_grad()
+            scaler.scale(F.cross_entropy(scaled(x), y)).backward()
+            scaler.step(opt)
+            scaler.update()  # doubles the scale in place: the signals were scaled by the old
+    assert calls == [] and scaler.get_scale() == 2.0**14
+    np.testing.assert_allclose(mon.grad_norms(), reference.grad_norms(), rtol=1e-5)
+    np.testing.assert_allclose(mon.backward_norms(), reference.backward_norms(), rtol=1e-5)
+    for name, values in reference.last_backward_signals().items():
+        np.testing.assert_allclose(mon.last_backward_signals()[name], values, rtol=1e-5,
+                                   atol=1e-12)
+
+
+def test_float16_backward_signals_are_unscaled_in_float32():
+    # under float16 autocast the layer outputs, and the gradients at them, are float16; the
+    # default scale, 2**16, is beyond float16's largest value (65504)
+    x, y = _batch(dtype=torch.float32)
+    plain = _mlp(seed=3, dtype=torch.float32)
+    with GradientMonitor(plain) as reference:
+        F.cross_entropy(plain(x), y).backward()
+    scaled = _mlp(seed=3, dtype=torch.float32)
+    scaler = torch.amp.GradScaler("cpu")
+    with GradientMonitor(scaled, scaler=scaler) as mon:
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = F.cross_entropy(scaled(x), y)
+        scaler.scale(loss).backward()
+    signals = mon.last_backward_signals()
+    assert all(values.dtype == np.float32 for values in signals.values())
+    for name, values in reference.last_backward_signals().items():
+        np.testing.assert_allclose(signals[name], values, rtol=0.05, atol=1e-3 * abs(values).max())
+    np.testing.assert_allclose(mon.backward_norms(), reference.backward_norms(), rtol=0.01)
