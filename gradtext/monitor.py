@@ -58,8 +58,9 @@ records nothing) followed by a backward pass that accumulates into the parameter
   For the same reason, an optimizer that steps inside the backward pass and clears ``.grad``
   there (``register_post_accumulate_grad_hook``) leaves nothing to record.
 - With gradient accumulation, each micro-batch's ``backward()`` is a pass, recorded with the
-  gradient accumulated so far; update ratios are measured for a recorded pass that the
-  optimizer step directly follows. A second ``backward(retain_graph=True)`` through the same
+  gradient accumulated so far. The update ratio of a recorded pass is that of the first
+  optimizer step after it (with accumulation, the step that ends the accumulation), unless
+  another recorded pass comes first. A second ``backward(retain_graph=True)`` through the same
   graph belongs to the pass that graph was recorded in.
 - **Mixed precision**: with ``GradientMonitor(..., scaler=scaler)`` (a
   ``torch.amp.GradScaler``), every backward pass is taken to be of ``scaler.scale(loss)``:
@@ -96,6 +97,7 @@ records nothing) followed by a backward pass that accumulates into the parameter
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -636,6 +638,7 @@ class GradientMonitor:
         self._update_factor: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
         self._snapshot_row: int | None = None
+        self._stepped_row = -1  # the last row whose update (the next optimizer step) was taken
         self._nonfinite: Diagnosis | None = None
         # the first unrecorded pass that went non-finite: an int on CPU, a device tensor (-1:
         # none yet) elsewhere, so that checking it needs no host synchronisation
@@ -736,11 +739,21 @@ class GradientMonitor:
         forward pass that is starting begins a new one."""
         stale = self._pass
         # queued: its backward began but never reached its end; _in_forward: its forward
-        # never returned
-        if stale is not None and (stale.queued or self._in_forward):
+        # never returned, unless it is still running and calls the model again (recursion)
+        if stale is not None and (stale.queued or (self._in_forward and not self._recursing())):
             self._pass = None
             if self._passes % self.every != 0:  # the next pass is not recorded
                 self._unhook_modules()
+
+    def _recursing(self) -> bool:
+        """Whether the model's forward is running further up the call stack, i.e. calls the
+        model itself (only asked when a forward starts before the last one returned)."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_name == "forward" and frame.f_locals.get("self") is self.model:
+                return True
+            frame = frame.f_back
+        return False
 
     def _on_root_end(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if torch._C._current_graph_task_id() == -1:
@@ -1056,7 +1069,7 @@ class GradientMonitor:
         if device.type == "cpu" and tensors[-1].device.type == "cpu":  # model and output
             # one fused norm (fast; reading a CPU value is free); a non-finite result is
             # confirmed entry by entry, as huge finite values can overflow it
-            total = math.fsum(norm.item() for norm in torch._foreach_norm(tensors))
+            total = float(_foreach_norms(tensors, device).sum())  # half precision in float32
             if not math.isfinite(total) and not all(bool(torch.isfinite(t).all())
                                                     for t in tensors):
                 self._unrecorded_bad = current.index
@@ -1086,11 +1099,14 @@ class GradientMonitor:
         return self._update_views
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if not self._steps or self._steps[-1] != self._passes - 1 or self._pass is not None:
-            return  # the last backward pass was not recorded
+        if not self._steps or self._pass is not None:
+            return  # nothing recorded yet, or a forward pass has begun since the last backward
         row = len(self._steps) - 1
-        if row in self._updates:
-            return
+        if row in self._updates or row == self._stepped_row:
+            return  # the first step after the last recorded pass has been measured already
+        if self._overflows and self._overflows[-1] == self._steps[row]:
+            return  # the GradScaler skipped the step of that pass: this one is a later pass's
+        self._stepped_row = row
         views = self._sampled_parameters()
         assert self._snapshot is not None
         torch._foreach_copy_(self._snapshot, views)
@@ -1171,9 +1187,11 @@ class GradientMonitor:
         return self._stat("dead")
 
     def update_ratios(self) -> np.ndarray:
-        """``||W_after - W_before|| / ||W_before||`` per step and layer; NaN where no optimizer
-        step followed the recorded backward pass, and where the layer's weights were all zero
-        before the step (a parameter initialised at zero), since the ratio is undefined there."""
+        """``||W_after - W_before|| / ||W_before||`` of the first optimizer step after each
+        recorded pass, per layer (``W_before``: the weights just before that step); NaN where
+        no step came before the next recorded pass (or the GradScaler skipped it), and where
+        the layer's weights were all zero before the step (a parameter initialised at zero),
+        since the ratio is undefined there."""
         layers = len(self.layer_names)
         result = np.full((len(self._rows), layers), np.nan)
         if self._updates:

@@ -1466,3 +1466,71 @@ def test_float16_backward_signals_are_unscaled_in_float32():
     for name, values in reference.last_backward_signals().items():
         np.testing.assert_allclose(signals[name], values, rtol=0.05, atol=1e-3 * abs(values).max())
     np.testing.assert_allclose(mon.backward_norms(), reference.backward_norms(), rtol=0.01)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_update_ratios_with_gradient_accumulation_are_those_of_the_step_that_follows(
+        micro_batches):
+    model = _mlp(seed=5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = _batch(n=32)
+    expected = []
+    with GradientMonitor(model, every=micro_batches, optimizer=opt, update_sample=None) as mon:
+        for _ in range(3):  # optimizer steps
+            opt.zero_grad()
+            for part in range(micro_batches):
+                chunk = slice(8 * part, 8 * part + 8)
+                (F.cross_entropy(model(x[chunk]), y[chunk]) / micro_batches).backward()
+            before = [nn.utils.parameters_to_vector(layer.parameters()).detach()
+                      for layer in model.linears]
+            opt.step()
+            after = [nn.utils.parameters_to_vector(layer.parameters()).detach()
+                     for layer in model.linears]
+            expected.append([float((a - b).norm() / b.norm())
+                             for a, b in zip(after, before, strict=True)])
+    # one recorded pass per step (the first micro-batch), each with the update that ended it
+    assert mon.steps.tolist() == [0, micro_batches, 2 * micro_batches]
+    np.testing.assert_allclose(mon.update_ratios()[:, :len(model.linears)], expected, rtol=1e-9)
+
+
+def test_a_model_that_calls_itself_is_one_pass():
+    class Recursive(nn.Module):  # a tree-like model: the root calls itself on a sub-batch
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(6, 6)
+
+        def forward(self, x):
+            out = torch.tanh(self.linear(x))
+            return out + self(x[: len(x) // 2]).mean(0) if len(x) > 8 else out
+
+    torch.manual_seed(0)
+    model = Recursive().double()
+    x, _ = _batch(n=32)
+    with GradientMonitor(model) as mon:
+        for _ in range(3):
+            model.zero_grad()
+            model(x).pow(2).mean().backward()
+            grad = float(model.linear.weight.grad.norm().hypot(model.linear.bias.grad.norm()))
+    assert mon.steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mon.grad_norms()[-1], [grad], rtol=1e-12)
+
+
+def test_unrecorded_half_precision_passes_with_large_finite_values_stay_on_the_fast_path(
+        monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 512), nn.Linear(512, 512)).half()
+    with torch.no_grad():
+        model[1].weight *= 2000  # outputs of a few hundred: their norm is beyond 65504
+    x = torch.randn(64, 64, dtype=torch.float16)
+    with GradientMonitor(model, every=1000) as mon:
+        model(x).float().mean().backward()  # recorded
+        calls = []
+        real = torch.isfinite
+        monkeypatch.setattr(torch, "isfinite", lambda t: calls.append(t) or real(t))
+        for _ in range(3):
+            model.zero_grad()
+            out = model(x)
+            assert bool(real(out).all()) and float(out.detach().float().norm()) > 65504
+            out.float().mean().backward()
+    assert calls == []  # no entry-by-entry search on the passes in between
+    assert mon.diagnose().kind != "nonfinite"
