@@ -31,7 +31,9 @@ What it records, once per backward pass (every ``every``-th pass):
   otherwise the layer's own output is used (its pre-activation, or the hidden states of an
   ``nn.RNN``/``nn.LSTM``). :attr:`GradientMonitor.activation_sources` lists the choice.
   Saturation and dead fractions are NaN where they do not apply. The statistics are computed
-  at the end of the backward pass from the tensors the forward pass produced.
+  at the end of the backward pass from the tensors the forward pass produced, summed in the
+  activation's precision (half precision in float32); a nearly constant activation, whose
+  standard deviation is below 1% of its root mean square, is summed again in float64.
 - **weight norm** ``||W_l||`` and, when an optimizer is attached, the **update-to-weight
   ratio** ``||W_l(after step) - W_l(before)|| / ||W_l(before)||`` (a common rule of thumb: about
   1e-3 is healthy), the change measured on a fixed sample of each large parameter tensor unless
@@ -854,17 +856,22 @@ class GradientMonitor:
             grads[index] = _values(grads[index])
         norms = self._norms(current, grads, device, exact=False)
         found = self._activations(current)
-        activation, forward_check = self._activation_statistics(found, device, exact=False)
+        activation, forward_check, cancelled = self._activation_statistics(found, device,
+                                                                           exact=False)
         scale = self._loss_scale()
         if self._nonfinite is None:
             outputs = [t.sum(dtype=_WIDER.get(t.dtype)) for t in current.root_outputs
                        if t.is_floating_point()]
             outputs_sum = torch.stack(outputs).sum().to(device) if outputs else 0
             # one host synchronisation per recorded pass; the search runs only on failure
-            if not bool(torch.isfinite(norms.sum() + forward_check + outputs_sum)):
+            total = norms.sum() + forward_check + outputs_sum
+            finite, imprecise = torch.stack([torch.isfinite(total), cancelled]).tolist()
+            if finite and imprecise:  # a nearly constant activation: its spread in float64
+                activation = self._activation_statistics(found, device, exact=True)[0]
+            elif not finite:
                 # float32 norms overflow at about 1e19: recompute in float64, then look closer
                 norms = self._norms(current, grads, device, exact=True)
-                activation, _ = self._activation_statistics(found, device, exact=True)
+                activation = self._activation_statistics(found, device, exact=True)[0]
                 if self._all_finite(current, grads):
                     pass
                 elif scale is not None and float(scale) > 1 and self._forward_finite(current):
@@ -964,15 +971,18 @@ class GradientMonitor:
 
     def _activation_statistics(
         self, found: list[tuple[int, str, torch.Tensor]], device: torch.device, exact: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(4 x layers): mean, std, saturated and dead fractions of each layer's activation
-        (``found``, from :meth:`_activations`), pooled over the layer's calls; and a sum that is
-        non-finite when an activation was. ``exact=True`` accumulates in float64."""
+        (``found``, from :meth:`_activations`), pooled over the layer's calls; a sum that is
+        non-finite when an activation was; and whether a standard deviation may have lost its
+        precision (below 1% of the root mean square, where the mean square minus the squared
+        mean cancels most digits of float32 sums). ``exact=True`` accumulates in float64."""
         margin = self.thresholds.saturation_margin
         layers = len(self.layer_names)
         if not found:
             empty = torch.full((4, layers), math.nan, dtype=torch.float64, device=device)
-            return empty, torch.zeros((), dtype=torch.float64, device=device)
+            zero = torch.zeros((), dtype=torch.float64, device=device)
+            return empty, zero, zero.bool()
         sums, saturated, dead = zip(*(
             _activation_counts(a, self._saturation_kind.get(name), margin, self._nan(a.device),
                                exact, self._unit_dim(layer, a)) for layer, name, a in found),
@@ -988,9 +998,12 @@ class GradientMonitor:
             0, owner, per_call)
         n = torch.zeros(layers, dtype=torch.float64, device=device).index_add_(0, owner, counts)
         averaged = totals / n[:, None]  # NaN for layers without statistics
-        std = (averaged[:, 1] - averaged[:, 0].square()).clamp_min(0).sqrt()
+        variance = averaged[:, 1] - averaged[:, 0].square()
+        cancelled = (variance < 1e-4 * averaged[:, 1]).any()  # NaN compares False
+        std = variance.clamp_min(0).sqrt()
         check = per_call[:, :2].sum()
-        return torch.stack([averaged[:, 0], std, averaged[:, 2], averaged[:, 3]]), check
+        stats = torch.stack([averaged[:, 0], std, averaged[:, 2], averaged[:, 3]])
+        return stats, check, cancelled
 
     def _learn_structure(self, current: _Pass) -> None:
         """From the first recorded pass: the order layers run in, and each layer's activation.

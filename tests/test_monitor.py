@@ -1534,3 +1534,20 @@ def test_unrecorded_half_precision_passes_with_large_finite_values_stay_on_the_f
             out.float().mean().backward()
     assert calls == []  # no entry-by-entry search on the passes in between
     assert mon.diagnose().kind != "nonfinite"
+
+
+@pytest.mark.parametrize("relative_spread", [1e-2, 1e-3])
+def test_the_std_of_a_nearly_constant_float32_activation_is_accurate(relative_spread):
+    # mean square minus squared mean cancels most digits of float32 sums here
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 4096)
+    with torch.no_grad():
+        layer.weight.mul_(relative_spread)
+        layer.bias.fill_(10.0)
+    x = torch.randn(512, 4)
+    with GradientMonitor(layer) as mon:
+        out = layer(x)
+        out.sum().backward()
+    std = float(out.detach().double().std(unbiased=False))
+    np.testing.assert_allclose(mon.activation_stds()[0, 0], std, rtol=1e-3)
+    np.testing.assert_allclose(mon.activation_means()[0, 0], 10.0, rtol=1e-4)
