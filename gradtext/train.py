@@ -287,6 +287,16 @@ def _batches(data: Any, batch_size: int, seed: int, device: torch.device):
     )
 
 
+def _training_device(model: nn.Module, device: str | torch.device) -> torch.device:
+    """Where :func:`fit` trains: ``device`` resolved, except that ``"auto"`` keeps a model that
+    already sits on an accelerator (``cuda:1``, say) where it is."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        placed = next((p.device for p in model.parameters() if p.device.type != "cpu"), None)
+        if placed is not None:
+            return placed
+    return resolve_device(device)
+
+
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -365,7 +375,8 @@ def fit(
     batch_size
         Examples per step when ``data`` is a pair of tensors (ignored for an iterable).
     device
-        ``"auto"`` (CUDA, then MPS, then CPU), a device string or a ``torch.device``.
+        ``"auto"`` (the device the model is on if that is an accelerator, such as ``cuda:1``;
+        otherwise CUDA, then MPS, then CPU), a device string or a ``torch.device``.
     progress
         Show a ``tqdm`` progress bar with the loss and gradient norm.
     clip
@@ -426,7 +437,7 @@ def fit(
             )
         if getattr(monitor, "model", model) is not model:
             raise ValueError("monitor watches a different model than the one being trained")
-    target_device = resolve_device(device)
+    target_device = _training_device(model, device)
     batches = _batches(data, batch_size, seed, target_device)  # checks data before any change
     if eval_data is not None:
         eval_inputs, eval_targets = _check_pair("eval_data", eval_data)

@@ -463,3 +463,15 @@ def test_a_nonfinite_gradient_of_a_parameter_outside_the_model_stops_before_the_
     history = fit(model, data, loss=loss, optimizer=sgd, steps=5, progress=False, device="cpu")
     assert history.diverged and history.diverged_at == 1
     assert math.isfinite(float(scale.detach()))
+
+
+def test_auto_keeps_a_model_already_on_an_accelerator_where_it_is():
+    from gradtext.train import _training_device
+
+    # the meta device stands in for a second GPU (cuda:1): "auto" must not move the model to
+    # the default device, while an explicit request still wins
+    model = torch.nn.Linear(2, 2, device="meta")
+    assert _training_device(model, "auto") == torch.device("meta")
+    assert _training_device(model, " AUTO ") == torch.device("meta")
+    assert _training_device(model, "cpu") == torch.device("cpu")
+    assert _training_device(torch.nn.Linear(2, 2), "auto") == gt.resolve_device("auto")
