@@ -243,7 +243,7 @@ def _eagerly(function: Any, *args: Any) -> Any:
     """Call ``function`` outside torch.compile's tracing (a graph break), replaced by its
     ``torch.compiler.disable`` form the first time it is needed (importing the compiler is slow,
     so it is not done before torch.compile has done it)."""
-    global _eagerly
+    global _eagerly  # rebound, not cached: torch.compile would trace through a cache wrapper
     _eagerly = torch.compiler.disable(_call)
     return _eagerly(function, *args)
 
@@ -640,7 +640,6 @@ class GradientMonitor:
         self._update_factor: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
         self._snapshot_row: int | None = None
-        self._stepped_row = -1  # the last row whose update (the next optimizer step) was taken
         self._nonfinite: Diagnosis | None = None
         # the first unrecorded pass that went non-finite: an int on CPU, a device tensor (-1:
         # none yet) elsewhere, so that checking it needs no host synchronisation
@@ -1115,11 +1114,10 @@ class GradientMonitor:
         if not self._steps or self._pass is not None:
             return  # nothing recorded yet, or a forward pass has begun since the last backward
         row = len(self._steps) - 1
-        if row in self._updates or row == self._stepped_row:
+        if row in self._updates:
             return  # the first step after the last recorded pass has been measured already
         if self._overflows and self._overflows[-1] == self._steps[row]:
             return  # the GradScaler skipped the step of that pass: this one is a later pass's
-        self._stepped_row = row
         views = self._sampled_parameters()
         assert self._snapshot is not None
         torch._foreach_copy_(self._snapshot, views)
