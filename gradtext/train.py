@@ -8,7 +8,9 @@ What it takes care of, so that notebooks and user code don't have to:
 - divergence: a NaN/Inf loss or gradient stops training *before* the bad update is applied,
   the step is recorded in ``History.diverged_at`` and nothing is raised (a clipper that
   repairs a non-finite gradient, such as ``AutoClip(nonfinite="zero")``, lets training go on);
-- Ctrl-C: the history trained so far is returned with ``History.interrupted = True``.
+- Ctrl-C: the history trained so far is returned with ``History.interrupted = True``; a Ctrl-C
+  that arrives during an optimizer step is held until the step is done, so the weights are
+  never left half updated.
 
 >>> import torch
 >>> from gradtext.models import DeepMLP
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -328,6 +332,42 @@ def _trim(history: History, clipped: bool) -> None:
     del history.eval_step[evaluations:], history.eval_loss[evaluations:]
 
 
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise
+    ``KeyboardInterrupt`` as usual.
+
+    An optimizer updates the parameters one after another: interrupted halfway, it would leave
+    some layers stepped and others not, and Adam's moments counting a step that half happened.
+    Only the main thread can handle signals, and only Python's own Ctrl-C handler (the one
+    Jupyter kernels install while a cell runs) is replaced; anything else is left alone.
+
+    >>> order = []
+    >>> try:
+    ...     with _ctrl_c_held():
+    ...         signal.raise_signal(signal.SIGINT)  # Ctrl-C, held here ...
+    ...         order.append("block finished")
+    ... except KeyboardInterrupt:                    # ... and raised after the block
+    ...     order.append("KeyboardInterrupt")
+    >>> order
+    ['block finished', 'KeyboardInterrupt']
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def fit(
     model: nn.Module,
     data: Any,
@@ -349,7 +389,8 @@ def fit(
 
     A NaN or Inf loss or gradient stops training cleanly (``History.diverged``), keeping the
     history up to that step, unless ``clip`` made the gradient finite again (see ``clip``);
-    Ctrl-C returns the history so far. The same seed and initial model
+    Ctrl-C returns the history so far (one that arrives during ``optimizer.step()`` is held
+    until the step is done, so no step is half applied). The same seed and initial model
     give bit-identical histories on the CPU (dropout included).
 
     Parameters
@@ -499,7 +540,8 @@ def fit(
                     history.diverged = True
                     history.diverged_at = step
                     break
-                opt.step()
+                with _ctrl_c_held():
+                    opt.step()
                 if eval_data is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
                     eval_loss = _evaluate(model, loss_fn, eval_inputs, eval_targets)
                     history.eval_step.append(step + 1)

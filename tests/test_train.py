@@ -1,5 +1,6 @@
 import copy
 import math
+import signal
 import time
 
 import numpy as np
@@ -475,3 +476,51 @@ def test_auto_keeps_a_model_already_on_an_accelerator_where_it_is():
     assert _training_device(model, " AUTO ") == torch.device("meta")
     assert _training_device(model, "cpu") == torch.device("cpu")
     assert _training_device(torch.nn.Linear(2, 2), "auto") == gt.resolve_device("auto")
+
+
+class _InterruptedMidStep(torch.optim.SGD):
+    """SGD that receives a Ctrl-C (a real SIGINT) between updating its first and last
+    parameter, at step ``at``."""
+
+    def __init__(self, params, at: int) -> None:
+        super().__init__(params, lr=0.1)
+        self.at, self.calls = at, 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, p in enumerate(params):
+            if self.calls == self.at and index == len(params) // 2:
+                signal.raise_signal(signal.SIGINT)
+            p.add_(p.grad, alpha=-0.1)
+        self.calls += 1
+
+
+def test_ctrl_c_during_the_optimizer_step_is_held_until_every_parameter_is_updated():
+    model, data = _small_regression()
+    reference = copy.deepcopy(model)
+    optimizer = _InterruptedMidStep(model.parameters(), at=2)
+    history = fit(model, data, loss="mse", optimizer=optimizer, steps=10, progress=False,
+                  device="cpu")
+    assert history.interrupted and history.steps == 3 and optimizer.calls == 3
+    # the same three steps, uninterrupted: every parameter got the third update
+    plain = fit(reference, data, loss="mse", optimizer=_sgd(0.1)(reference.parameters()),
+                steps=3, progress=False, device="cpu")
+    assert plain.loss == history.loss
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_custom_sigint_handler_is_left_alone_during_the_step():
+    model, data = _small_regression()
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    try:
+        optimizer = _InterruptedMidStep(model.parameters(), at=1)
+        history = fit(model, data, loss="mse", optimizer=optimizer, steps=4, progress=False,
+                      device="cpu")
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == [signal.SIGINT] and history.steps == 4 and not history.interrupted
