@@ -9,22 +9,26 @@ them exactly, ``update_sample=None``, and one leaves them out). Settings are int
 round-robin after a warm-up round, the order reversing every other round; each round's time for a
 setting is divided by the same round's time without the monitor, and the median of these paired
 ratios over the rounds is reported, so that drift in the machine's speed between rounds cancels.
+With each median comes a 95% bootstrap interval (the rounds resampled with replacement), so that
+a ratio can be told apart from a target, or not, on a machine whose load varies.
 
 The last column, ``norms_share``, is the time of one fused norm over every gradient and weight,
 measured inside the same training loop, as a share of the step: recording a step costs at
 least that much, as the monitor must read each gradient and weight once.
 
 Run: ``python benchmarks/monitor_overhead.py`` (``--quick`` for a shorter run, ``--repeats``
-for more rounds). Targets:
+for more rounds, ``--cpu N`` to pin the process to CPU ``N``). Targets:
 <= 1.10 recording every step, <= 1.02 every 10th.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import numpy as np
 import record
 import torch
 from torch import nn
@@ -70,7 +74,26 @@ def _norm_floor(model, optimizer, inputs, targets, steps: int) -> float:
     return statistics.median(seconds)
 
 
-def measure(build, repeats: int, steps: int) -> dict[str, float]:
+def bootstrap_interval(ratios: list[float], level: float = 0.95, resamples: int = 4000,
+                       seed: int = 0) -> tuple[float, float]:
+    """A ``level`` bootstrap interval for the median of ``ratios``: the rounds are drawn again
+    with replacement ``resamples`` times, and the central ``level`` of the medians kept.
+
+    >>> bootstrap_interval([1.0, 1.0, 1.0])
+    (1.0, 1.0)
+    >>> low, high = bootstrap_interval([1.0, 1.1, 1.2, 1.3, 1.4])
+    >>> 1.0 <= low < 1.2 < high <= 1.4
+    True
+    """
+    rounds = np.asarray(ratios, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(rounds), size=(resamples, len(rounds)))
+    medians = np.median(rounds[draws], axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def measure(build, repeats: int, steps: int) -> dict[str, float | list[float]]:
     """Median over rounds of the step-time ratio against no monitor in the same round."""
     torch.manual_seed(0)
     model, inputs, targets = build()
@@ -94,11 +117,13 @@ def measure(build, repeats: int, steps: int) -> dict[str, float]:
             if repeat > 0:
                 times[name].append(seconds)
     base = times["none"]
-    ratios = {name: statistics.median(t / b for t, b in zip(times[name], base, strict=True))
+    paired = {name: [t / b for t, b in zip(times[name], base, strict=True)]
               for name in monitors if name != "none"}
+    ratios = {name: statistics.median(r) for name, r in paired.items()}
+    intervals = {f"{name} interval": list(bootstrap_interval(r)) for name, r in paired.items()}
     floor = _norm_floor(model, optimizer, inputs, targets, steps * repeats)
     return {"step_ms": statistics.median(base) * 1e3, **ratios,
-            "norms_share": floor / statistics.median(base)}
+            "norms_share": floor / statistics.median(base), **intervals}
 
 
 def main() -> None:
@@ -108,8 +133,16 @@ def main() -> None:
                         help="rounds per setting (default 15, or 5 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--mlp-batch", type=int, default=128, help="the MLP's batch size")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin the process to this CPU (Linux), away from other work")
     parser.add_argument("--save", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
+    if args.cpu is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--cpu needs os.sched_setaffinity (Linux)")
+        if args.cpu not in os.sched_getaffinity(0):
+            parser.error(f"--cpu must be one of {sorted(os.sched_getaffinity(0))}, got {args.cpu}")
+        os.sched_setaffinity(0, {args.cpu})
     torch.set_num_threads(args.threads)
     repeats, steps = (5, 20) if args.quick else (15, 20)
     if args.repeats is not None:
@@ -130,10 +163,15 @@ def main() -> None:
         rows.append({"model": label, **result})
         print(f"{label:<22}{result['step_ms']:>10.2f}"
               + "".join(f"{result[c]:>{len(c) + 2}.3f}" for c in columns))
-    print("targets: every=1 <= 1.10, every=10 <= 1.02")
+    print("targets: every=1 <= 1.10, every=10 <= 1.02; 95% bootstrap intervals of the medians:")
+    for row in rows:
+        print(f"  {row['model']}: " + ", ".join(
+            f"{c} [{row[f'{c} interval'][0]:.3f}, {row[f'{c} interval'][1]:.3f}]"
+            for c in columns if f"{c} interval" in row))
     if args.save:
         settings = {"repeats": repeats, "steps": steps, "threads": args.threads,
-                    "mlp_batch": args.mlp_batch, "targets": {"every=1": 1.10, "every=10": 1.02}}
+                    "mlp_batch": args.mlp_batch, "cpu": args.cpu,
+                    "targets": {"every=1": 1.10, "every=10": 1.02}}
         record.save(args.save, "monitor_overhead", settings, rows)
 
 
