@@ -49,6 +49,10 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerArg = Union[  # noqa: UP007 (a runtime alias; keeps Python 3.10 happy)
     torch.optim.Optimizer, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 ]
+Scheduler = torch.optim.lr_scheduler.LRScheduler  # ReduceLROnPlateau is one too
+SchedulerArg = Union[  # noqa: UP007
+    Scheduler, Callable[[torch.optim.Optimizer], Scheduler]
+]
 
 
 def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -101,6 +105,9 @@ class History:
         the seconds since training started.
     clip_coefficient
         One float per step when ``fit`` clipped (the factor applied; 1 when it did not clip).
+    lr
+        One float per step: the learning rate of the optimizer's first parameter group at that
+        step (it changes only with a ``scheduler``).
     eval_step, eval_loss
         The steps after which ``eval_data`` was evaluated, and the loss there.
     diverged, diverged_at
@@ -129,6 +136,7 @@ class History:
     grad_norm: list[float] = field(default_factory=list)
     time: list[float] = field(default_factory=list)
     clip_coefficient: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
     eval_step: list[int] = field(default_factory=list)
     eval_loss: list[float] = field(default_factory=list)
     diverged: bool = False
@@ -153,6 +161,7 @@ class History:
             "grad_norm": np.asarray(self.grad_norm, dtype=float),
             "time": np.asarray(self.time, dtype=float),
             "clip_coefficient": np.asarray(self.clip_coefficient, dtype=float),
+            "lr": np.asarray(self.lr, dtype=float),
         }
 
     def __repr__(self) -> str:
@@ -201,6 +210,40 @@ def _resolve_optimizer(optimizer: OptimizerArg, model: nn.Module) -> torch.optim
         "optimizer must be a torch.optim.Optimizer or a callable taking the model's parameters, "
         f"got {type(optimizer).__name__}"
     )
+
+
+def _check_scheduler_arg(scheduler: object) -> None:
+    if scheduler is not None and not isinstance(scheduler, Scheduler) and not callable(scheduler):
+        raise TypeError(
+            "scheduler must be None, a torch.optim.lr_scheduler scheduler or a callable taking "
+            f"the optimizer, got {type(scheduler).__name__}"
+        )
+
+
+def _resolve_scheduler(
+    scheduler: SchedulerArg | None, optimizer: torch.optim.Optimizer, evaluates: bool
+) -> Scheduler | None:
+    if scheduler is None:
+        return None
+    if not isinstance(scheduler, Scheduler):
+        scheduler = scheduler(optimizer)
+        if not isinstance(scheduler, Scheduler):
+            raise TypeError(
+                "scheduler factory must return a torch.optim.lr_scheduler scheduler, "
+                f"got {type(scheduler).__name__}"
+            )
+    if scheduler.optimizer is not optimizer:
+        raise ValueError("scheduler must schedule the optimizer that fit trains with")
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and not evaluates:
+        raise ValueError(
+            "scheduler ReduceLROnPlateau needs eval_data: it is stepped with each evaluation's loss"
+        )
+    return scheduler
+
+
+def _learning_rate(optimizer: torch.optim.Optimizer) -> float:
+    lr = optimizer.param_groups[0].get("lr", math.nan)
+    return float(lr)  # a tensor learning rate is read once per step, like the loss
 
 
 def _check_pair(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +365,7 @@ def _check_loss_value(value: Any) -> torch.Tensor:
 
 def _trim(history: History, clipped: bool) -> None:
     """After Ctrl-C: drop a step (or evaluation) whose records were only partly written."""
-    series = [history.loss, history.grad_norm, history.time]
+    series = [history.loss, history.grad_norm, history.time, history.lr]
     if clipped:
         series.append(history.clip_coefficient)
     steps = min(len(s) for s in series)
@@ -384,6 +427,7 @@ def fit(
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     eval_every: int = 100,
     callback: Callable[[int, History], bool | None] | None = None,
+    scheduler: SchedulerArg | None = None,
 ) -> History:
     """Train ``model`` for ``steps`` optimizer steps and return the :class:`History`.
 
@@ -442,6 +486,14 @@ def fit(
         Evaluate ``eval_data`` every ``eval_every`` steps, and after the last step.
     callback
         Called as ``callback(step, history)`` after every step; returning ``True`` stops.
+    scheduler
+        ``None``; a learning-rate scheduler from ``torch.optim.lr_scheduler`` built on
+        ``optimizer``; or a callable that builds one from the optimizer (needed when
+        ``optimizer`` is itself a callable), e.g. a warm-up:
+        ``lambda opt: torch.optim.lr_scheduler.LinearLR(opt, 0.01, total_iters=100)``.
+        It is stepped after every optimizer step, except ``ReduceLROnPlateau``, which is
+        stepped with the loss of every evaluation of ``eval_data``. ``History.lr`` records
+        the learning rate of each step.
 
     Examples
     --------
@@ -462,6 +514,7 @@ def fit(
     _check_int("batch_size", batch_size, 1)
     _check_int("eval_every", eval_every, 1)
     _check_int("seed", seed, 0)
+    _check_scheduler_arg(scheduler)
     loss_fn = _resolve_loss(loss)
     if clip is not None and not callable(clip):
         if isinstance(clip, bool) or not isinstance(clip, (int, float)):
@@ -488,6 +541,8 @@ def fit(
     optimized = [p for group in opt.param_groups for p in group["params"]]
     if not any(id(p) in model_parameters for p in optimized):
         raise ValueError("optimizer holds none of the model's parameters: it would train nothing")
+    lr_scheduler = _resolve_scheduler(scheduler, opt, evaluates=eval_data is not None)
+    plateau = isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     if eval_data is not None:
         eval_inputs, eval_targets = eval_inputs.to(target_device), eval_targets.to(target_device)
     # every gradient of the step: the model's trainable parameters and any other parameter the
@@ -532,6 +587,7 @@ def fit(
                 if coefficient is not None:
                     history.clip_coefficient.append(float(coefficient))
                 history.time.append(time.perf_counter() - start)
+                history.lr.append(_learning_rate(opt))
                 # a non-finite gradient stops training unless the clipper made it finite
                 if not math.isfinite(loss_float) or not (
                     math.isfinite(norm_float)
@@ -540,12 +596,16 @@ def fit(
                     history.diverged = True
                     history.diverged_at = step
                     break
-                with _ctrl_c_held():
+                with _ctrl_c_held():  # the step and the schedule move together, or not at all
                     opt.step()
+                    if lr_scheduler is not None and not plateau:
+                        lr_scheduler.step()
                 if eval_data is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
                     eval_loss = _evaluate(model, loss_fn, eval_inputs, eval_targets)
                     history.eval_step.append(step + 1)
                     history.eval_loss.append(eval_loss)
+                    if plateau:
+                        lr_scheduler.step(eval_loss)
                 if progress:
                     bar.update(1)
                     if step % refresh == 0:

@@ -384,7 +384,7 @@ def test_ctrl_c_at_any_moment_leaves_a_consistent_history(monkeypatch):
                   device="cpu", clip=1.0)
     assert history.interrupted and not history.diverged
     lengths = {len(history.loss), len(history.grad_norm), len(history.time),
-               len(history.clip_coefficient)}
+               len(history.clip_coefficient), len(history.lr)}
     assert lengths == {2}
 
 
@@ -524,3 +524,76 @@ def test_a_custom_sigint_handler_is_left_alone_during_the_step():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert calls == [signal.SIGINT] and history.steps == 4 and not history.interrupted
+
+
+def test_a_warm_up_scheduler_sets_each_steps_learning_rate_as_in_a_plain_loop():
+    model, data = _small_regression()
+    reference = copy.deepcopy(model)
+
+    def warm_up(optimizer):
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.25, total_iters=4)
+
+    history = fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=6, progress=False,
+                  device="cpu", batch_size=1000, scheduler=warm_up)
+    assert history.lr == pytest.approx([0.025, 0.04375, 0.0625, 0.08125, 0.1, 0.1])
+    assert history.arrays()["lr"].shape == (6,)
+    # the same training by hand, full batch
+    inputs, targets = data
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    scheduler = warm_up(optimizer)
+    for _ in range(6):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(reference(inputs), targets).backward()
+        optimizer.step()
+        scheduler.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_without_a_scheduler_the_learning_rate_is_recorded_unchanged():
+    model, data = _small_regression()
+    history = fit(model, data, loss="mse", optimizer=_sgd(0.05), steps=3, progress=False,
+                  device="cpu")
+    assert history.lr == [0.05, 0.05, 0.05]
+
+
+def test_reduce_on_plateau_is_stepped_with_the_evaluation_loss():
+    model, data = _small_regression()
+
+    def plateau(optimizer):
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0,
+                                                          eps=0.0)
+
+    # a learning rate so small that the evaluation loss cannot improve: halved after every
+    # evaluation but the first
+    history = fit(model, data, loss="mse", optimizer=_sgd(1e-12), steps=4, progress=False,
+                  device="cpu", eval_data=data, eval_every=1, scheduler=plateau)
+    assert history.lr == pytest.approx([1e-12, 1e-12, 5e-13, 2.5e-13], rel=1e-9)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau needs eval_data"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=2, progress=False,
+            scheduler=plateau)
+
+
+def test_bad_schedulers_are_named():
+    model, data = _small_regression()
+    other = torch.optim.SGD(copy.deepcopy(model).parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="scheduler must be None"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=2, progress=False,
+            scheduler="cosine")
+    with pytest.raises(ValueError, match="scheduler must schedule the optimizer"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=2, progress=False,
+            scheduler=torch.optim.lr_scheduler.StepLR(other, step_size=1))
+    with pytest.raises(TypeError, match="scheduler factory must return"):
+        fit(model, data, loss="mse", optimizer=_sgd(0.1), steps=2, progress=False,
+            scheduler=lambda optimizer: optimizer)
+
+
+def test_a_diverged_step_does_not_step_the_scheduler():
+    net = torch.nn.Linear(1, 1)
+    data = (torch.ones(8, 1), torch.zeros(8, 1))
+    optimizer = torch.optim.SGD(net.parameters(), lr=100.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
+    history = fit(net, data, loss="mse", optimizer=optimizer, steps=100, progress=False,
+                  device="cpu", scheduler=scheduler)
+    assert history.diverged and len(history.lr) == history.steps
+    assert scheduler.last_epoch == history.steps - 1  # every step but the diverged one
