@@ -42,8 +42,10 @@ default; ``False`` leaves it as it is), ``include_frozen`` (``False`` by default
 ``requires_grad=False``, such as a frozen pretrained embedding or layer, are left as they are, and
 a module whose parameters are all frozen is skipped even if the scheme cannot handle it; ``True``
 re-draws them too, keeping their ``requires_grad``), and for ``lsuv``: ``data``, ``tol``,
-``max_iter``. Normalization layers (``BatchNorm``, ``LayerNorm``, ``GroupNorm``, ...) keep their
-own initialization (weight 1, bias 0) and are skipped.
+``max_iter``. A weight shared by several layers (tied weights) is drawn once, and ``lsuv``
+rescales it once, for its first use in forward order. Normalization layers (``BatchNorm``,
+``LayerNorm``, ``GroupNorm``, ...) keep their own initialization (weight 1, bias 0) and are
+skipped.
 
 >>> import torch
 >>> from torch import nn
@@ -360,8 +362,18 @@ def _layers(model: nn.Module, scheme: str, options: dict[str, Any]
             )
 
 
-def _init_weight_layer(layer: nn.Module, scheme: str, options: dict[str, Any]) -> None:
-    if _draws(layer.weight, options):
+def _first_time(parameter: torch.Tensor, seen: set[int]) -> bool:
+    """Whether ``parameter`` is met for the first time (then remember it): a parameter shared
+    by several layers (tied weights) is drawn by the first of them only."""
+    if id(parameter) in seen:
+        return False
+    seen.add(id(parameter))
+    return True
+
+
+def _init_weight_layer(layer: nn.Module, scheme: str, options: dict[str, Any],
+                       seen: set[int]) -> None:
+    if _draws(layer.weight, options) and _first_time(layer.weight, seen):
         _fill(layer.weight, scheme, options, recurrent=False)
     if layer.bias is not None and options["bias"] is not None and _draws(layer.bias, options):
         layer.bias.fill_(options["bias"])
@@ -372,11 +384,14 @@ def _gates(layer: nn.Module) -> int:
     return next(count for kind, count in _GATES.items() if isinstance(layer, kind))
 
 
-def _init_recurrent(layer: nn.Module, scheme: str, options: dict[str, Any]) -> None:
+def _init_recurrent(layer: nn.Module, scheme: str, options: dict[str, Any],
+                    seen: set[int]) -> None:
     gates = _gates(layer)
     for name, parameter in layer.named_parameters(recurse=False):
         if not _draws(parameter, options):
             continue
+        if name.startswith("weight") and not _first_time(parameter, seen):
+            continue  # shared with a layer drawn before
         if name.startswith("weight_ih") or name.startswith("weight_hh"):
             for block in parameter.chunk(gates, dim=0):  # views: drawn in place
                 _fill(block, scheme, options, recurrent=name.startswith("weight_hh"))
@@ -407,6 +422,12 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     layer whose weight is frozen; ``include_frozen=True`` draws them too (their
     ``requires_grad`` stays ``False``).
 
+    A weight shared by several layers (tied weights: one ``nn.Parameter`` held by two modules)
+    is drawn once, by the first of them in ``named_modules()`` order, and ``"lsuv"`` rescales
+    it once, for the first of them to run on ``data``: the output variance is 1 there, and the
+    later layers that use it are not rescaled (their variance is whatever follows). The same
+    module called twice in a forward pass is one layer, measured at its first call.
+
     ``"lsuv"`` needs ``data=`` (a batch of inputs, or an ``(inputs, targets)`` pair): after the
     orthogonal draw, each layer in forward order is divided by the standard deviation of its
     output on that batch until ``|variance - 1| < tol`` (default 0.05, tighter than Mishkin &
@@ -429,19 +450,20 @@ def initialize(model: nn.Module, scheme: str, **options: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     key, options = _check_options(scheme, options)
-    if key == "lsuv":
-        lsuv_options = {name: options.pop(name, None) for name in ("data", "tol", "max_iter")}
-        data = _check_data(lsuv_options["data"])
+    if key == "lsuv":  # checked before anything is drawn: bad input leaves the model alone
+        data = _check_data(options.pop("data", None))
+        tol, max_iter = options.pop("tol", None), options.pop("max_iter", None)
+        tol, max_iter = _check_lsuv_options(0.05 if tol is None else tol,
+                                            10 if max_iter is None else max_iter)
     layers = list(_layers(model, key, options))
+    seen: set[int] = set()
     with torch.no_grad():
         for _, layer in layers:
             if isinstance(layer, _WEIGHT_LAYERS):
-                _init_weight_layer(layer, key, options)
+                _init_weight_layer(layer, key, options, seen)
             else:
-                _init_recurrent(layer, key, options)
+                _init_recurrent(layer, key, options, seen)
     if key == "lsuv":
-        tol = 0.05 if lsuv_options["tol"] is None else lsuv_options["tol"]
-        max_iter = 10 if lsuv_options["max_iter"] is None else lsuv_options["max_iter"]
         with _buffers_kept(model), _rng_kept(model):  # e.g. Dropout draws: state put back
             trainable = [(name, layer) for name, layer in layers if _draws(layer.weight, options)]
             _lsuv(model, trainable, data, tol=tol, max_iter=max_iter)
@@ -480,6 +502,35 @@ def _rng_kept(model: nn.Module) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Outputs that are not a single tensor
+# --------------------------------------------------------------------------------------------
+
+
+def _floating_tensors(output: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in ``output``, in order: ``[output]`` for a tensor, else
+    those found depth first in a tuple, list or dict (its values, in insertion order). An
+    ``nn.LSTM``'s ``(out, (h, c))`` gives ``[out, h, c]``; integer tensors (token ids, an
+    argmax) and other objects are left out."""
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [tensor for item in output for tensor in _floating_tensors(item)]
+    return []
+
+
+def _layer_signal(output: Any, name: str) -> torch.Tensor:
+    """What is measured of layer ``name``'s output: the output itself if it is a tensor, else
+    its first floating-point tensor (see :func:`_floating_tensors`)."""
+    tensors = _floating_tensors(output)
+    if not tensors:
+        raise ValueError(f"layer {name!r}: its output ({type(output).__name__}) holds no "
+                         "floating-point tensor to measure")
+    return tensors[0]
+
+
+# --------------------------------------------------------------------------------------------
 # LSUV: layer-sequential unit-variance rescaling
 # --------------------------------------------------------------------------------------------
 
@@ -505,13 +556,16 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the layer of interest has run."""
 
 
-def _output_variance(model: nn.Module, layer: nn.Module, data: torch.Tensor) -> float:
-    """Variance of ``layer``'s output (its first call) when ``model`` runs on ``data``; the
-    forward pass stops right after that layer."""
+def _output_variance(model: nn.Module, name: str, layer: nn.Module, data: torch.Tensor
+                     ) -> float:
+    """Variance of ``layer``'s output (its first call; the first floating-point tensor of it,
+    if it returns a tuple, list or dict) when ``model`` runs on ``data``; the forward pass
+    stops right after that layer."""
     captured: list[float] = []
 
-    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        captured.append(float(output.detach().double().var(unbiased=False)))
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        signal = _layer_signal(output, name)
+        captured.append(float(signal.detach().double().var(unbiased=False)))
         raise _StopForward
 
     handle = layer.register_forward_hook(hook)
@@ -544,18 +598,28 @@ def _forward_order(model: nn.Module, layers: list[tuple[str, nn.Module]],
     return sorted(ran, key=lambda item: first_call[id(item[1])])
 
 
-def _lsuv(model: nn.Module, layers: list[tuple[str, nn.Module]], data: torch.Tensor, *,
-          tol: float, max_iter: int) -> None:
+def _check_lsuv_options(tol: object, max_iter: object) -> tuple[float, int]:
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    return tol, max_iter
+
+
+def _lsuv(model: nn.Module, layers: list[tuple[str, nn.Module]], data: torch.Tensor, *,
+          tol: float, max_iter: int) -> None:
+    """Rescale each layer's weight in forward order until its output variance on ``data`` is
+    within ``tol`` of 1. A weight shared by several layers (the same Parameter in two modules)
+    is rescaled once, at the first of them to run; the later ones are left as they come."""
     parameter = next(model.parameters(), None)
     if parameter is not None:
         data = data.to(device=parameter.device, dtype=parameter.dtype)
+    rescaled: set[int] = set()
     with torch.no_grad():
         for name, layer in _forward_order(model, layers, data):
-            variance = _output_variance(model, layer, data)
+            if not _first_time(layer.weight, rescaled):
+                continue  # a tied weight: its first use set its scale
+            variance = _output_variance(model, name, layer, data)
             for _ in range(max_iter):
                 if abs(variance - 1.0) < tol:
                     break
@@ -563,7 +627,7 @@ def _lsuv(model: nn.Module, layers: list[tuple[str, nn.Module]], data: torch.Ten
                     raise ValueError(f"lsuv: layer {name!r} has output variance {variance} on "
                                      "data; it cannot be rescaled to 1")
                 layer.weight.div_(math.sqrt(variance))
-                variance = _output_variance(model, layer, data)
+                variance = _output_variance(model, name, layer, data)
             if abs(variance - 1.0) >= tol:
                 warnings.warn(f"lsuv: layer {name!r} still has output variance {variance:.3g} "
                               f"after max_iter={max_iter} rescales", RuntimeWarning, stacklevel=3)
@@ -579,7 +643,8 @@ class SignalReport:
     """Per-layer signal scales of a model on one batch, input side first (forward order).
 
     - ``names``: the layers (``nn.Linear`` and ``nn.Conv*``) as in ``named_modules``;
-    - ``forward_variance[l]``: variance of layer ``l``'s output (its pre-activations);
+    - ``forward_variance[l]``: variance of layer ``l``'s output (its pre-activations; the first
+      floating-point tensor of it if the layer returns a tuple, list or dict);
     - ``backward_variance[l]``: variance of ``dLoss/d output_l``, for an output gradient of
       i.i.d. ``N(0, 1)`` entries;
     - ``input_variance``, ``input_grad_variance``: the same for the model's input;
@@ -657,6 +722,19 @@ def _spread(values: np.ndarray) -> float:
     return math.inf if low == 0 else high / low
 
 
+def _differentiable_outputs(result: Any) -> list[torch.Tensor]:
+    """The model's floating-point output tensors that the backward pass starts from."""
+    tensors = _floating_tensors(result)
+    if not tensors:
+        raise ValueError(f"model: its output ({type(result).__name__}) holds no floating-point "
+                         "tensor to back-propagate from")
+    tensors = [t for t in tensors if t.requires_grad]
+    if not tensors:
+        raise ValueError("model: no floating-point output tensor requires grad (is the output "
+                         "detached, or computed under torch.no_grad?)")
+    return tensors
+
+
 def signal_propagation(
     model: nn.Module, data: torch.Tensor, *, seed: int = 0, keep_values: bool = False
 ) -> SignalReport:
@@ -665,7 +743,19 @@ def signal_propagation(
     Runs ``data`` (a batch of inputs) through ``model`` with forward hooks on every
     ``nn.Linear``/``nn.Conv*`` layer (the first call of each), back-propagates an output
     gradient of i.i.d. ``N(0, 1)`` entries drawn from ``seed``, and returns a
-    :class:`SignalReport`. Parameters, their ``.grad``, buffers and the global RNG are left
+    :class:`SignalReport`. Layers that never run as modules on ``data`` are not in it (such as
+    ``nn.MultiheadAttention``'s ``out_proj``, whose weight it uses directly); a model none of
+    whose layers run raises ``ValueError``.
+
+    Outputs that are not a single tensor: a layer that returns a tuple, list or dict is
+    measured on its first floating-point tensor (forward variance, and the gradient with
+    respect to that tensor). A model that returns one, such as ``(logits, aux)``, a dict, or
+    an ``nn.LSTM``'s ``(out, (h, c))``, is back-propagated from every floating-point output
+    tensor that requires grad, each with its own noise, drawn in order (the loss is
+    ``sum_k <noise_k, output_k>``); integer and detached outputs are left out, so
+    ``(logits,)`` or ``{"logits": logits, "ids": ids}`` give the same report as ``logits``.
+    An output with no such tensor, or a measured layer with no floating-point output, raises
+    ``ValueError``. Parameters, their ``.grad``, buffers and the global RNG are left
     untouched: the forward pass runs in the model's current mode (a BatchNorm layer in training
     mode normalizes with the batch's statistics, a Dropout layer drops), and the running
     statistics it updates and the random numbers it draws are put back afterwards. With
@@ -688,22 +778,30 @@ def signal_propagation(
         raise ValueError(f"model: {type(model).__name__} has no nn.Linear or nn.Conv layers")
     parameter = next(model.parameters())
     x = data.detach().to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
-    outputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, Any] = {}
 
-    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         outputs.setdefault(id(module), output)
 
     handles = [layer.register_forward_hook(hook) for _, layer in layers]
     try:
         with torch.enable_grad(), _buffers_kept(model), _rng_kept(model):
-            result = model(x)
+            results = _differentiable_outputs(model(x))
             ran = sorted((list(outputs).index(id(m)), name, m) for name, m in layers
                          if id(m) in outputs)
-            tensors = [outputs[id(m)] for _, _, m in ran]
+            if not ran:
+                raise ValueError(
+                    "model: none of its nn.Linear or nn.Conv layers ran as a module on data "
+                    "(a weight used directly, as nn.MultiheadAttention uses its out_proj, is "
+                    "not seen)")
+            tensors = [_layer_signal(outputs[id(m)], name) for _, name, m in ran]
             generator = torch.Generator().manual_seed(seed)
-            noise = torch.randn(result.shape, generator=generator, dtype=torch.float64)
-            grads = torch.autograd.grad(result, [x, *tensors],
-                                        grad_outputs=noise.to(result), allow_unused=True)
+            noise = [torch.randn(r.shape, generator=generator, dtype=torch.float64).to(r)
+                     for r in results]
+            wanted = [x, *(t for t in tensors if t.requires_grad)]
+            found = iter(torch.autograd.grad(results, wanted, grad_outputs=noise,
+                                             allow_unused=True))
+            grads = [next(found) if t.requires_grad else None for t in [x, *tensors]]
     finally:
         for handle in handles:
             handle.remove()

@@ -548,3 +548,157 @@ def test_a_zero_dimensional_batch_is_refused_by_name():
         signal_propagation(nn.Linear(1, 1), torch.tensor(1.0))
     with pytest.raises(ValueError, match="data must hold at least 2 examples"):
         initialize(nn.Linear(1, 1), "lsuv", data=torch.tensor(1.0))
+
+
+# --- models and layers whose output is a tuple or dict ---------------------------------------
+
+
+class _Wrapped(nn.Module):
+    """A tanh MLP whose forward returns ``wrap(logits, hidden)`` instead of the logits."""
+
+    def __init__(self, wrap):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.wrap = wrap
+
+    def forward(self, x):
+        hidden = torch.tanh(self.first(x))
+        return self.wrap(self.second(hidden), hidden)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda logits, hidden: (logits,),
+    lambda logits, hidden: {"logits": logits, "argmax": logits.argmax(-1)},
+    lambda logits, hidden: (logits, hidden.detach()),  # nothing to back-propagate through
+])
+def test_container_outputs_with_one_differentiable_tensor_match_a_plain_output(wrap):
+    x = torch.randn(64, 8, generator=gen(1))
+    plain = signal_propagation(_Wrapped(lambda logits, hidden: logits), x, seed=3)
+    wrapped = signal_propagation(_Wrapped(wrap), x, seed=3)
+    assert wrapped.names == plain.names == ("first", "second")
+    np.testing.assert_array_equal(wrapped.forward_variance, plain.forward_variance)
+    np.testing.assert_array_equal(wrapped.backward_variance, plain.backward_variance)
+
+
+def test_backward_signal_of_a_tuple_output_is_a_loss_over_every_floating_tensor():
+    model = _Wrapped(lambda logits, hidden: (logits, {"aux": hidden.pow(2).mean(-1)}))
+    x = torch.randn(64, 8, generator=gen(1))
+    report = signal_propagation(model, x, seed=3)
+    # by hand: one N(0, 1) noise tensor per output, drawn in order, dotted with it
+    noise = torch.Generator().manual_seed(3)
+    first = model.first(x)
+    hidden = torch.tanh(first)
+    logits, aux = model.second(hidden), hidden.pow(2).mean(-1)
+    loss = (logits * torch.randn(logits.shape, generator=noise, dtype=torch.float64)).sum() \
+        + (aux * torch.randn(aux.shape, generator=noise, dtype=torch.float64)).sum()
+    grad_first, grad_logits = torch.autograd.grad(loss, [first, logits])
+    expected = [float(grad_first.double().var(unbiased=False)),
+                float(grad_logits.double().var(unbiased=False))]
+    np.testing.assert_allclose(report.backward_variance, expected, rtol=1e-6)
+
+
+def test_a_model_ending_in_an_lstm_is_measured():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8, batch_first=True))  # (out, (h, c))
+    report = signal_propagation(model, torch.randn(16, 5, 4, generator=gen(1)))
+    assert report.names == ("0",)
+    assert np.isfinite(report.forward_variance).all() and report.backward_variance[0] > 0
+
+
+class _LinearWithNorm(nn.Linear):
+    """A linear layer that also returns the norm of its output, as a tuple."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out, out.detach().norm()
+
+
+def test_a_measured_layer_returning_a_tuple_is_measured_on_its_first_tensor():
+    torch.manual_seed(0)
+    tupled = nn.Sequential(_LinearWithNorm(8, 16), _First(), nn.Tanh(), nn.Linear(16, 4))
+    plain = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    plain.load_state_dict({k.replace("3.", "2."): v for k, v in tupled.state_dict().items()})
+    x = torch.randn(64, 8, generator=gen(1))
+    ours, reference = signal_propagation(tupled, x), signal_propagation(plain, x)
+    np.testing.assert_array_equal(ours.forward_variance, reference.forward_variance)
+    np.testing.assert_array_equal(ours.backward_variance, reference.backward_variance)
+    initialize(tupled, "lsuv", data=x, tol=0.01, generator=gen())  # LSUV measures it too
+    assert all(abs(v - 1.0) < 0.01 for v in signal_propagation(tupled, x).forward_variance)
+
+
+class _First(nn.Module):
+    def forward(self, pair):
+        return pair[0]
+
+
+def test_nothing_floating_to_measure_is_refused_by_name():
+    class Argmax(nn.Module):
+        def forward(self, x):
+            return x.argmax(-1)
+
+    net = nn.Sequential(nn.Linear(4, 3), Argmax())
+    with pytest.raises(ValueError, match=r"model: its output \(Tensor\) holds no floating"):
+        signal_propagation(net, torch.randn(8, 4))
+    assert not net[0]._forward_hooks  # hooks removed on the way out
+    with pytest.raises(ValueError, match=r"no floating-point output .* requires grad"):
+        signal_propagation(_Wrapped(lambda logits, hidden: logits.detach()), torch.randn(8, 8))
+
+
+def test_a_model_none_of_whose_layers_run_as_modules_is_refused():
+    class Attention(nn.Module):  # out_proj's weight is used directly, never called
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x)[0]
+
+    with pytest.raises(ValueError, match="none of its nn.Linear or nn.Conv layers ran"):
+        signal_propagation(Attention(), torch.randn(4, 3, 8))
+
+
+# --- shared (tied) weights: drawn and rescaled once ------------------------------------------
+
+
+def _tied(tie: bool) -> nn.Module:
+    first, second = nn.Linear(16, 16), nn.Linear(16, 16)
+    if tie:
+        second.weight = first.weight
+    return nn.Sequential(first, nn.Tanh(), second)
+
+
+def _first_output_variance(model: nn.Module, x: torch.Tensor) -> float:
+    return float(model[0](x).detach().double().var(unbiased=False))
+
+
+def test_lsuv_scales_a_tied_weight_once_at_its_first_use():
+    x = torch.randn(256, 16, generator=gen(1))
+    tied = initialize(_tied(True), "lsuv", data=x, tol=0.01, generator=gen())
+    untied = initialize(_tied(False), "lsuv", data=x, tol=0.01, generator=gen())
+    assert tied[2].weight is tied[0].weight
+    assert abs(_first_output_variance(tied, x) - 1.0) < 0.01  # the first use sets the scale
+    # drawn once and scaled once: exactly the untied copy's first layer
+    assert torch.equal(tied[0].weight, untied[0].weight)
+    # the same module called twice is one layer too
+    layer = nn.Linear(16, 16)
+    twice = initialize(nn.Sequential(layer, nn.Tanh(), layer), "lsuv", data=x, tol=0.01,
+                       generator=gen())
+    assert torch.equal(twice[0].weight, untied[0].weight)
+
+
+def test_a_tied_weight_is_drawn_once_by_every_scheme():
+    tied = initialize(_tied(True), "xavier_normal", generator=gen())
+    untied = initialize(_tied(False), "xavier_normal", generator=gen())
+    assert torch.equal(tied[0].weight, untied[0].weight)
+
+
+def test_bad_lsuv_options_leave_the_model_unchanged():
+    net = _tied(False)
+    before = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(8, 16)
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        initialize(net, "lsuv", data=x, tol=-1.0)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
+        initialize(net, "lsuv", data=x, max_iter=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
