@@ -365,6 +365,25 @@ def clip_per_parameter(
     return ClipResult(total_norm=norm, coefficient=torch.stack(all_coefficients).min())
 
 
+_TRANSPOSED_CONVOLUTIONS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _transposed_weights(model: nn.Module) -> dict[int, tuple[torch.Tensor, int]]:
+    """The weights of the transposed convolutions in ``model``, by id: (weight, groups)."""
+    return {
+        id(m.weight): (m.weight, m.groups)
+        for m in model.modules()
+        if isinstance(m, _TRANSPOSED_CONVOLUTIONS) and isinstance(m.weight, torch.Tensor)
+    }
+
+
+def _groups(p: torch.Tensor, transposed: dict[int, tuple[torch.Tensor, int]]) -> int:
+    """The ``groups`` of the transposed convolution whose weight ``p`` is; 0 for any other
+    tensor (units along the first dimension)."""
+    entry = transposed.get(id(p))
+    return entry[1] if entry is not None and entry[0] is p else 0
+
+
 class AdaptiveGradientClipping:
     """Unit-wise adaptive gradient clipping (AGC, Brock et al. 2021).
 
@@ -376,12 +395,28 @@ class AdaptiveGradientClipping:
     buffers of at most ``workspace_entries`` entries each (about 4 MB in float32), which the
     clipper keeps between calls.
 
+    A unit is a slice along a tensor's first dimension (a row of a Linear weight, an output
+    channel of a Conv kernel; each entry of a bias), except for the weights of transposed
+    convolutions (``nn.ConvTranspose1d/2d/3d``), which are laid out ``(in_channels,
+    out_channels / groups, *kernel)``: there output channel ``j`` of group ``g`` is
+    ``weight[g * in_g:(g + 1) * in_g, j]`` (``in_g = in_channels / groups``). A plain tensor
+    does not say which layer it belongs to, so these weights are recognised only when the
+    clipper is called with a Module, or when the model is given once as ``model`` (then plain
+    tensors work too, as :func:`gradtext.fit` passes them); otherwise they are clipped by
+    input channel, as in ``timm``'s ``adaptive_clip_grad``.
+
     >>> w = torch.nn.Parameter(torch.ones(2, 2)); w.grad = torch.full((2, 2), 10.0)
     >>> _ = AdaptiveGradientClipping(clipping=0.1)([w]); w.grad.norm(dim=1).tolist()
     [0.1414213627576828, 0.1414213627576828]
     >>> w.grad = torch.full((2, 2), 10.0)
     >>> _ = AdaptiveGradientClipping(clipping=0.1, exclude=w)(w); w.grad[0].tolist()
     [10.0, 10.0]
+    >>> up = torch.nn.ConvTranspose1d(3, 2, 1, bias=False)  # weight (3, 2, 1): units = dim 1
+    >>> up.weight.grad = torch.ones(3, 2, 1)
+    >>> agc = AdaptiveGradientClipping(clipping=1.0, model=up)
+    >>> _ = agc(up.parameters()); torch.allclose(
+    ...     up.weight.grad.norm(dim=(0, 2)), up.weight.detach().norm(dim=(0, 2)))
+    True
     """
 
     # Parameters of one shape are stacked, chunk by chunk, into two reused buffers of at most
@@ -390,12 +425,20 @@ class AdaptiveGradientClipping:
     workspace_entries = 1 << 20
 
     def __init__(
-        self, clipping: float = 0.01, eps: float = 1e-3, exclude: Parameters | None = None
+        self,
+        clipping: float = 0.01,
+        eps: float = 1e-3,
+        exclude: Parameters | None = None,
+        *,
+        model: nn.Module | None = None,
     ) -> None:
         self.clipping = _check_positive("clipping", clipping)
         self.eps = _check_positive("eps", eps)
         items = [] if exclude is None else _parameters(exclude, "exclude")
         self._exclude: set[int] = {id(p) for p in items}
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
+        self._transposed = {} if model is None else _transposed_weights(model)
         self._workspace: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, parameters: Parameters) -> ClipResult:
@@ -403,6 +446,9 @@ class AdaptiveGradientClipping:
             return self._clip(parameters)
 
     def _clip(self, parameters: Parameters) -> ClipResult:
+        transposed = self._transposed
+        if isinstance(parameters, nn.Module):
+            transposed = transposed | _transposed_weights(parameters)
         params = [p for p in _parameters(parameters) if p.grad is not None]
         _check_dense([p.grad for p in params])
         if not params:
@@ -416,16 +462,17 @@ class AdaptiveGradientClipping:
             if id(p) in self._exclude:
                 excluded.append(p.grad)
             else:
-                by_shape[(p.shape, p.device, p.dtype)].append(p)
+                groups = _groups(p, transposed) if transposed else 0
+                by_shape[(p.shape, p.device, p.dtype, groups)].append(p)
         # squared norms before and after, from the unit norms: no second pass over the gradients
         before = [_norm_of(excluded, 2.0, fast=True).square().to(device)] if excluded else []
         after = list(before)
-        for group in by_shape.values():
+        for (*_, groups), group in by_shape.items():
             size = group[0].numel()
             per_chunk = max(1, self.workspace_entries // max(size, 1))
             for start in range(0, len(group), per_chunk):
                 chunk = group[start:start + per_chunk]
-                self._clip_chunk(chunk, before, after, device)
+                self._clip_chunk(chunk, before, after, device, groups)
         norm_before = torch.stack(before).sum().sqrt()
         norm_after = torch.stack(after).sum().sqrt()
         coefficient = torch.where(
@@ -452,13 +499,21 @@ class AdaptiveGradientClipping:
         before: list[torch.Tensor],
         after: list[torch.Tensor],
         device: torch.device,
+        groups: int = 0,
     ) -> None:
         """Clip the gradients of parameters of one shape; add their squared norms (before and
-        after) to ``before`` and ``after``."""
+        after) to ``before`` and ``after``. ``groups`` > 0: transposed-convolution weights of
+        that many groups (units along dimension 1, split by group along dimension 0)."""
         grads = [p.grad for p in chunk]
         weights = self._stacked(chunk, "weights")
         stacked = self._stacked(grads, "grads")
-        dims = tuple(range(2, stacked.dim()))
+        if groups:
+            # (n, in, out_g, *k) -> (n, groups, in_g, out_g, *k); a unit is [:, g, :, j, ...]
+            weights, stacked = (t.unflatten(1, (groups, -1)) for t in (weights, stacked))
+            grads = [g.unflatten(0, (groups, -1)) for g in grads]  # views: scaled in place
+            dims = (2, *range(4, stacked.dim()))
+        else:
+            dims = tuple(range(2, stacked.dim()))
         w_norm = torch.linalg.vector_norm(weights, dim=dims, keepdim=True) if dims \
             else weights.abs()
         g_norm = self._unit_norms(stacked, dims)
@@ -471,7 +526,7 @@ class AdaptiveGradientClipping:
 
     @staticmethod
     def _unit_norms(stacked: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-        """The norm of each unit (all dimensions after the first of each tensor), overflow-safe
+        """The norm of each unit (over ``dims`` of the stacked tensors), overflow-safe
         as in ``_norm_of``: in the gradients' dtype, recomputed in float64 only when the
         result is not finite or may have underflowed (on the CPU; elsewhere always float64,
         which needs no host synchronisation)."""
@@ -540,6 +595,15 @@ class _HistoryClipper(ABC):
         return ClipResult(total_norm=norm, coefficient=coefficient)
 
 
+def _check_percentile(percentile: object) -> float:
+    number = _as_float(percentile)
+    if number is None:
+        raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if not 0 < number <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    return number
+
+
 class AutoClip(_HistoryClipper):
     """AutoClip (Seetharaman et al. 2020): clip to the ``percentile``-th percentile of past norms.
 
@@ -550,6 +614,11 @@ class AutoClip(_HistoryClipper):
     it), ``"zero"`` sets it to zero (``coefficient`` 0) so that a plain SGD step does nothing
     and ``gradtext.fit`` goes on (an optimizer with momentum or weight decay still moves the
     weights), ``"raise"`` raises ``FloatingPointError``.
+
+    The percentile is the one of ``torch.nanquantile`` (linear interpolation), but computed
+    from norms kept sorted in a buffer on the gradients' device: a step costs a few elementwise
+    kernels over the window (no sort, no per-step tensor kept) and never waits for the device.
+    ``history`` gives the window's norms, oldest first.
 
     >>> clipper = AutoClip(percentile=50)
     >>> p = torch.nn.Parameter(torch.zeros(1))
@@ -567,61 +636,118 @@ class AutoClip(_HistoryClipper):
         history_size: int | None = None,
     ) -> None:
         super().__init__(norm_type, nonfinite)
-        number = _as_float(percentile)
-        if number is None:
-            raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
-        if not 0 < number <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-        self.percentile = number
+        self.percentile = _check_percentile(percentile)
         self.history_size = _check_positive_int("history_size", history_size, none_allowed=True)
-        self.history: list[torch.Tensor] = []
+        self._set_history(torch.empty(0, dtype=_FLOAT64))
 
-    def _window(self) -> torch.Tensor:
-        """The norms that set the threshold, as one tensor: ``history`` with NaN (ignored by
-        nanquantile) for the non-finite norms and for the finite ones older than the
-        ``history_size`` most recent finite norms. Computed on the device: no host sync."""
-        history = torch.stack(self.history)
+    # The state lives on the gradients' device and each step updates it with a few kernels,
+    # without waiting for the device and without sorting:
+    #   _recorded  steps recorded (a Python int; the finite norms are at most that many)
+    #   _count     finite norms recorded so far (a 0-d int64 tensor)
+    #   _sorted    the window's norms in ascending order, then +inf
+    #   _recent    the window's norms in order of arrival: with history_size, a ring of
+    #              history_size slots (the k-th finite norm in slot k % history_size); without,
+    #              all finite norms (the k-th in slot k), grown by doubling like _sorted
+
+    def _set_history(self, norms: torch.Tensor) -> None:
+        """Start from ``norms`` (finite, oldest first, at most ``history_size`` of them)."""
+        n = len(norms)
+        capacity = self.history_size or max(64, 2 * n)
+        self._recorded = n
+        self._count = torch.tensor(n, device=norms.device)
+        self._sorted = torch.full((capacity + 1,), math.inf, dtype=_FLOAT64, device=norms.device)
+        self._sorted[:n] = norms.sort().values
+        self._recent = torch.zeros(capacity, dtype=_FLOAT64, device=norms.device)
+        self._recent[:n] = norms
+
+    @property
+    def history(self) -> torch.Tensor:
+        """The finite norms that set the threshold (the ``history_size`` newest, or all),
+        oldest first, as a float64 tensor. Reading it waits for the device."""
+        count = int(self._count)
         if self.history_size is None:
-            return history
-        finite = ~torch.isnan(history)
-        newer = finite.flip(0).cumsum(0).flip(0)  # how many finite norms from here on
-        keep = finite & (newer <= self.history_size)
-        return torch.where(keep, history, torch.full_like(history, math.nan))
+            return self._recent[:count].clone()
+        slots = torch.arange(max(0, count - self.history_size), count) % self.history_size
+        return self._recent[slots.to(self._recent.device)]
 
     def _threshold(self) -> torch.Tensor | None:
-        if not self.history:
+        """The ``percentile``-th percentile of the window, computed like ``torch.nanquantile``
+        (linear interpolation between the two nearest ranks) from the sorted norms."""
+        if self._recorded == 0:
             return None
-        threshold = torch.nanquantile(self._window(), self.percentile / 100.0)
-        return torch.where(torch.isnan(threshold), torch.full_like(threshold, math.inf), threshold)
+        size = self._count if self.history_size is None else self._count.clamp(
+            max=self.history_size)
+        rank = ((size - 1).to(_FLOAT64) * (self.percentile / 100.0)).clamp_min(0.0).view(1)
+        below, above = rank.long(), rank.ceil().long()
+        value = self._sorted.gather(0, below).lerp(self._sorted.gather(0, above), rank - below)
+        # no finite norm yet: no clipping
+        return torch.where(size > 0, value, torch.full_like(value, math.inf)).reshape(())
 
     def _record(self, norm: torch.Tensor) -> None:
-        # non-finite norms are stored as NaN: deciding whether to store one would wait for the
-        # device, so they are stored and then ignored (see _window)
-        norm = norm.detach()
-        if self.history and self.history[-1].device != norm.device:  # e.g. after loading
-            self.history = [n.to(norm.device) for n in self.history]
-        self.history.append(
-            torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.nan))
-        )
-        if self.history_size is not None and len(self.history) > 2 * self.history_size:
-            # forget what no longer counts: one wait for the device every history_size steps
-            window = self._window()
-            self.history = list(window[~torch.isnan(window)].unbind(0))
+        norm = norm.detach().to(_FLOAT64).reshape(1)
+        if self._sorted.device != norm.device:
+            # the state lives where the gradients are (moved once, e.g. after loading a
+            # checkpoint), so that updating it never waits for the device
+            self._count, self._sorted, self._recent = (
+                t.to(norm.device) for t in (self._count, self._sorted, self._recent))
+        # a non-finite norm is not recorded: deciding whether to record one would wait for the
+        # device, so every update below is masked with ``finite`` instead
+        finite = torch.isfinite(norm)
+        size = self.history_size
+        if size is None and self._recorded == len(self._recent):  # full: double the capacity
+            self._sorted = torch.cat([self._sorted, torch.full_like(self._recent, math.inf)])
+            self._recent = torch.cat([self._recent, torch.zeros_like(self._recent)])
+        # the window holds at most this many norms, then +inf: one more slot for the new one
+        most = self._recorded if size is None else min(self._recorded, size)
+        window = self._sorted[: most + 1]
+        if size is None:
+            self._recent.index_copy_(0, self._count.view(1), norm)  # past the end if not finite
+        else:
+            slot = (self._count % size).view(1)
+            oldest = self._recent.gather(0, slot)
+            window = _sorted_without(window, oldest, finite & (self._count >= size))
+            self._recent.index_copy_(0, slot, torch.where(finite, norm, oldest))
+        self._sorted[: len(window)] = _sorted_with(window, norm, finite)
+        self._count = self._count + finite.to(self._count.dtype).reshape(())
+        self._recorded += 1
 
     def state_dict(self) -> dict:
         """The clipper's settings and history, for checkpoints (plain Python values)."""
-        window = self._window().tolist() if self.history else []
         return {
             "percentile": self.percentile,
-            "history": [n for n in window if math.isfinite(n)],
+            "history": self.history.tolist(),
             "history_size": self.history_size,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.percentile = float(state["percentile"])
-        self.history_size = state["history_size"]
-        self.history = [torch.tensor(v, dtype=torch.float64) for v in state["history"]]
+        self.percentile = _check_percentile(state["percentile"])
+        self.history_size = _check_positive_int(
+            "history_size", state["history_size"], none_allowed=True)
+        norms = torch.tensor([float(v) for v in state["history"]], dtype=_FLOAT64)
+        norms = norms[torch.isfinite(norms)]
+        self._set_history(norms if self.history_size is None else norms[-self.history_size:])
+
+
+def _sorted_with(values: torch.Tensor, value: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``values`` (ascending, ending in +inf) with ``value`` inserted in order and the last
+    entry dropped, where ``active``; no host synchronisation."""
+    at = torch.searchsorted(values, value)
+    positions = torch.arange(len(values), device=values.device)
+    previous = torch.cat([values[:1], values[:-1]])
+    inserted = torch.where(positions < at, values, torch.where(positions == at, value, previous))
+    return torch.where(active, inserted, values)
+
+
+def _sorted_without(
+    values: torch.Tensor, value: torch.Tensor, active: torch.Tensor
+) -> torch.Tensor:
+    """``values`` (ascending, ending in +inf, containing ``value``) with one ``value`` removed
+    and +inf appended, where ``active``; no host synchronisation."""
+    at = torch.searchsorted(values, value)
+    positions = torch.arange(len(values), device=values.device)
+    following = torch.cat([values[1:], values[-1:]])
+    return torch.where(active & (positions >= at), following, values)
 
 
 class ZScoreClip(_HistoryClipper):

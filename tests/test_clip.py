@@ -532,7 +532,7 @@ def test_autoclip_history_size_counts_only_finite_norms(bad):
     clipper = AutoClip(percentile=50, history_size=2)
     grads = _feed(clipper, [1.0, 3.0] + [bad] * 50 + [10.0])
     assert grads[-1].item() == pytest.approx(2.0, rel=1e-6)
-    assert len(clipper.history) <= 2 * 2 + 1
+    assert len(clipper.history) == 2
     # the window goes on moving with finite norms
     grads = _feed(AutoClip(percentile=50, history_size=2), [1.0, 3.0, bad, 5.0, 10.0])
     assert grads[-1].item() == pytest.approx(4.0, rel=1e-6)
@@ -550,17 +550,19 @@ def test_autoclip_history_size_state_round_trip_after_a_skipped_step():
         assert torch.equal(a, b)
 
 
-def test_autoclip_resumes_from_a_checkpoint_on_another_device():
+@pytest.mark.parametrize("history_size", [None, 2])
+def test_autoclip_resumes_from_a_checkpoint_on_another_device(history_size):
     # load_state_dict makes CPU tensors; gradients on an accelerator must still work (the meta
-    # device stands in for a GPU: mixing it with CPU tensors fails the same way)
-    first = AutoClip(percentile=50)
+    # device stands in for a GPU: mixing it with CPU tensors fails the same way, and reading a
+    # value, which would wait for a GPU, fails), also while the history grows past its capacity
+    first = AutoClip(percentile=50, history_size=history_size)
     _feed(first, [1.0, 2.0])
-    resumed = AutoClip(percentile=50)
+    resumed = AutoClip(percentile=50, history_size=history_size)
     resumed.load_state_dict(first.state_dict())
-    for _ in range(3):
-        _feed(resumed, [4.0], device="meta")
-    assert all(n.device.type == "meta" for n in resumed.history)
-    assert len(resumed.history) == 5
+    _feed(resumed, [4.0, math.nan] * 50, device="meta")
+    state = [v for v in vars(resumed).values() if isinstance(v, torch.Tensor)]
+    assert state and all(t.device.type == "meta" for t in state)
+    assert resumed._recorded == 102
 
 
 def _tensor_listed_twice(clip):
@@ -681,3 +683,162 @@ def test_zscore_statistics_follow_the_gradients_device():
     for _ in range(3):
         _feed(resumed, [4.0], device="meta")
     assert {t.device.type for t in (resumed.mean, resumed.var, resumed.count)} == {"meta"}
+
+
+# --- transposed convolutions: the output units are along dim 1 (and split by groups) ---
+
+
+def _agc_by_hand(weight, grad, groups, clipping=0.01, eps=1e-3):
+    """The AGC-clipped gradient of a ConvTranspose weight, one output channel at a time.
+
+    The weight is (in_channels, out_channels / groups, *kernel); output channel ``o`` of group
+    ``g`` reads in_channels ``g * in_g`` to ``(g + 1) * in_g`` through ``weight[:, o % out_g]``.
+    """
+    in_g, out_g = weight.shape[0] // groups, weight.shape[1]
+    expected = grad.clone()
+    for o in range(groups * out_g):
+        g, j = divmod(o, out_g)
+        rows = slice(g * in_g, (g + 1) * in_g)
+        w_norm = float(weight[rows, j].norm())
+        g_norm = float(grad[rows, j].norm())
+        factor = min(1.0, clipping * max(w_norm, eps) / max(g_norm, 1e-6))
+        expected[rows, j] = grad[rows, j] * factor
+    return expected
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_agc_clips_transposed_convolutions_by_output_channel(groups):
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(4, 6, 3, groups=groups).double()
+    # the layout the by-hand computation assumes: a weight nonzero only on output channel 5's
+    # unit gives an output that is nonzero only on channel 5
+    probe = torch.nn.ConvTranspose2d(4, 6, 3, groups=groups, bias=False).double()
+    with torch.no_grad():
+        probe.weight.zero_()
+        probe.weight[(groups - 1) * 4 // groups:, (5 % (6 // groups))] = 1.0
+    out = probe(torch.ones(1, 4, 5, 5, dtype=torch.float64))
+    assert out[0, :5].abs().sum() == 0 and out[0, 5].abs().sum() > 0
+
+    def fresh_grads():
+        gen = torch.Generator().manual_seed(1)
+        # different scales per input row, so that the wrong dimension gives other numbers
+        scale = torch.logspace(-2, 2, 4, dtype=torch.float64).view(4, 1, 1, 1)
+        conv.weight.grad = scale * torch.randn(conv.weight.shape, generator=gen,
+                                               dtype=torch.float64)
+        conv.bias.grad = torch.randn(6, generator=gen, dtype=torch.float64)
+
+    fresh_grads()
+    expected = _agc_by_hand(conv.weight.detach(), conv.weight.grad, groups)
+    expected_bias = conv.bias.grad * torch.clamp(
+        0.01 * conv.bias.detach().abs().clamp_min(1e-3) / conv.bias.grad.abs().clamp_min(1e-6),
+        max=1.0)
+    for clip in [
+        lambda: AdaptiveGradientClipping(0.01)(conv),  # a Module: recognised by its type
+        lambda: AdaptiveGradientClipping(0.01)(torch.nn.Sequential(torch.nn.ReLU(), conv)),
+        # plain tensors, as gradtext.fit passes them: the model is named once, up front
+        lambda: AdaptiveGradientClipping(0.01, model=conv)(list(conv.parameters())),
+    ]:
+        fresh_grads()
+        before = torch.cat([conv.weight.grad.flatten(), conv.bias.grad])
+        result = clip()
+        torch.testing.assert_close(conv.weight.grad, expected, rtol=1e-12, atol=0)
+        torch.testing.assert_close(conv.bias.grad, expected_bias, rtol=1e-12, atol=0)
+        after = torch.cat([conv.weight.grad.flatten(), conv.bias.grad])
+        assert float(result.total_norm) == pytest.approx(float(before.norm()), rel=1e-12)
+        assert float(result.coefficient) == pytest.approx(
+            float(after.norm() / before.norm()), rel=1e-12)
+
+
+def test_agc_transposed_convolutions_of_one_shape_are_stacked_correctly():
+    # three ConvTranspose1d with the same weight shape (4, 4, 3) but different groups, and a
+    # Conv1d of that shape too: each must be clipped along its own units
+    torch.manual_seed(0)
+    model = torch.nn.ModuleList([torch.nn.ConvTranspose1d(4, 4, 3, groups=1, bias=False),
+                                 torch.nn.ConvTranspose1d(4, 16, 3, groups=4, bias=False),
+                                 torch.nn.ConvTranspose1d(4, 8, 3, groups=2, bias=False),
+                                 torch.nn.Conv1d(4, 4, 3, bias=False)]).double()
+    x = torch.randn(2, 4, 9, dtype=torch.float64)
+    sum(m(x).pow(2).sum() for m in model).mul(1e3).backward()
+    weights = [m.weight.detach().clone() for m in model]
+    grads = [m.weight.grad.clone() for m in model]
+    AdaptiveGradientClipping(0.01, model=model)(model.parameters())
+    for m, w, g in zip(model[:3], weights[:3], grads[:3], strict=True):
+        expected = _agc_by_hand(w.unsqueeze(-1), g.unsqueeze(-1), m.groups).squeeze(-1)
+        torch.testing.assert_close(m.weight.grad, expected, rtol=1e-12, atol=0)
+    w, g = weights[3], grads[3]
+    limit = 0.01 * w.norm(dim=(1, 2), keepdim=True).clamp_min(1e-3)
+    expected = g * torch.clamp(limit / g.norm(dim=(1, 2), keepdim=True).clamp_min(1e-6), max=1.0)
+    torch.testing.assert_close(model[3].weight.grad, expected, rtol=1e-12, atol=0)
+
+
+def test_agc_rejects_a_model_that_is_not_a_module():
+    with pytest.raises(TypeError, match="model must be an nn.Module or None"):
+        AdaptiveGradientClipping(model=[torch.nn.Parameter(torch.ones(2, 2, 2))])
+
+
+# --- AutoClip: the history is kept in device buffers, not one tensor per step ---
+
+
+def _old_autoclip_threshold(window, percentile):
+    """What the old implementation computed: nanquantile of the stacked window."""
+    if not window:
+        return None
+    t = torch.nanquantile(torch.tensor(window, dtype=torch.float64), percentile / 100.0)
+    return torch.where(torch.isnan(t), torch.full_like(t, math.inf), t)
+
+
+@pytest.mark.parametrize("history_size", [None, 3, 7])
+@pytest.mark.parametrize("percentile", [10.0, 37.5, 50.0, 100.0])
+def test_autoclip_matches_the_percentile_of_its_window(history_size, percentile):
+    rng = np.random.default_rng(int(percentile) + (history_size or 0))
+    norms = np.exp(rng.normal(size=120))
+    norms[rng.random(120) < 0.15] = np.nan
+    norms[rng.random(120) < 0.05] = np.inf
+    norms[[3, 4, 5, 40]] = 2.0  # ties
+    norms[0] = np.nan  # a first step with nothing to record
+    clipper = AutoClip(percentile=percentile, history_size=history_size)
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    finite, stored = [], []
+    for n in norms.tolist():
+        p.grad = torch.tensor([n], dtype=torch.float64)
+        window = finite if history_size is None else finite[-history_size:]
+        result = clipper([p])
+        if not math.isfinite(n):
+            assert float(result.coefficient) == 1.0 and math.isnan(p.grad.item()) == math.isnan(n)
+        elif not window:
+            assert float(result.coefficient) == 1.0 and p.grad.item() == n
+        else:
+            threshold = np.percentile(window, percentile)  # numpy's default is linear too
+            expected = n * min(threshold / (n + 1e-6), 1.0)  # the clippers' 1e-6, as in PyTorch
+            assert p.grad.item() == pytest.approx(expected, rel=1e-12)
+            old = _old_autoclip_threshold(window, percentile)
+            assert torch.equal(result.coefficient, torch.clamp(old / (n + 1e-6), max=1.0))
+        if math.isfinite(n):
+            finite.append(n)
+        stored.append(list(finite if history_size is None else finite[-history_size:]))
+        assert clipper.state_dict()["history"] == stored[-1]
+    # nothing recorded before the first finite norm: the next finite one is not clipped
+    assert _old_autoclip_threshold([], percentile) is None
+
+
+@pytest.mark.parametrize("history_size", [None, 4])
+def test_autoclip_does_not_keep_one_tensor_per_step(history_size):
+    clipper = AutoClip(percentile=50, history_size=history_size)
+    _feed(clipper, np.linspace(1.0, 2.0, 300).tolist() + [math.nan] * 20)
+    state = vars(clipper)
+    assert not any(isinstance(v, list | tuple | dict) for v in state.values())
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
+    assert len(tensors) <= 4
+    assert sum(t.numel() for t in tensors) <= (4 * 320 + 8 if history_size is None else 16)
+    assert clipper.state_dict()["history"] == (
+        np.linspace(1.0, 2.0, 300).tolist()[-history_size:] if history_size
+        else np.linspace(1.0, 2.0, 300).tolist())
+
+
+def test_autoclip_load_state_dict_keeps_the_newest_norms_of_the_window():
+    clipper = AutoClip(percentile=50, history_size=2)
+    clipper.load_state_dict({"percentile": 50.0, "history": [100.0, 1.0, 3.0],
+                             "history_size": 2})
+    assert clipper.state_dict()["history"] == [1.0, 3.0]
+    assert _feed(clipper, [10.0])[-1].item() == pytest.approx(2.0, rel=1e-6)
+    assert clipper.state_dict()["history"] == [3.0, 10.0]
