@@ -774,18 +774,22 @@ class ZScoreClip(_HistoryClipper):
         nonfinite: str = "skip",
     ) -> None:
         super().__init__(norm_type, nonfinite)
-        self.z = _check_positive("z", z)
-        if self.z == math.inf:  # mean + inf * std is NaN while the std is 0
+        self.z, self.beta, self.warmup = self._checked_settings(z, beta, warmup)
+        self.mean = torch.tensor(0.0, dtype=torch.float64)
+        self.var = torch.tensor(0.0, dtype=torch.float64)
+        self.count = torch.tensor(0, dtype=torch.int64)
+
+    @staticmethod
+    def _checked_settings(z: object, beta: object, warmup: object) -> tuple[float, float, int]:
+        checked_z = _check_positive("z", z)
+        if checked_z == math.inf:  # mean + inf * std is NaN while the std is 0
             raise ValueError(f"z must be finite, got {z!r}")
         number = _as_float(beta)
         if number is None:
             raise TypeError(f"beta must be a number in (0, 1), got {beta!r}")
         if not 0 < number < 1:
             raise ValueError(f"beta must be in (0, 1), got {beta!r}")
-        self.beta, self.warmup = number, _check_positive_int("warmup", warmup)
-        self.mean = torch.tensor(0.0, dtype=torch.float64)
-        self.var = torch.tensor(0.0, dtype=torch.float64)
-        self.count = torch.tensor(0, dtype=torch.int64)
+        return checked_z, number, _check_positive_int("warmup", warmup)
 
     def _threshold(self) -> torch.Tensor | None:
         # during warm-up the threshold is infinite (no clipping); decided on device, no sync
@@ -825,7 +829,8 @@ class ZScoreClip(_HistoryClipper):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.z, self.beta, self.warmup = float(state["z"]), float(state["beta"]), state["warmup"]
+        self.z, self.beta, self.warmup = self._checked_settings(
+            state["z"], state["beta"], state["warmup"])
         self.mean = torch.tensor(state["mean"], dtype=torch.float64)
         self.var = torch.tensor(state["var"], dtype=torch.float64)
         self.count = torch.tensor(state["count"], dtype=torch.int64)

@@ -842,3 +842,16 @@ def test_autoclip_load_state_dict_keeps_the_newest_norms_of_the_window():
     assert clipper.state_dict()["history"] == [1.0, 3.0]
     assert _feed(clipper, [10.0])[-1].item() == pytest.approx(2.0, rel=1e-6)
     assert clipper.state_dict()["history"] == [3.0, 10.0]
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"warmup": 0}, ValueError, "warmup must be a positive int"),
+    ({"warmup": 2.5}, TypeError, "warmup must be"),
+    ({"beta": 1.0}, ValueError, "beta must be in"),
+    ({"z": -1.0}, ValueError, "z must be"),
+])
+def test_zscore_load_state_dict_checks_the_settings_it_restores(change, error, message):
+    clipper = ZScoreClip()
+    state = {**clipper.state_dict(), **change}
+    with pytest.raises(error, match=message):
+        ZScoreClip().load_state_dict(state)
