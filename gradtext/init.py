@@ -535,18 +535,46 @@ def _layer_signal(output: Any, name: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _are_ids(data: torch.Tensor) -> bool:
+    """Whether ``data`` holds integers (token ids for a model that starts with an embedding)."""
+    return not data.is_floating_point() and not data.is_complex() and data.dtype != torch.bool
+
+
+def _on_model(data: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """``data`` on the parameter's device; in its dtype too, unless ``data`` holds token ids."""
+    if _are_ids(data):
+        return data.to(device=parameter.device)
+    return data.to(device=parameter.device, dtype=parameter.dtype)
+
+
+def _run(model: nn.Module, data: torch.Tensor) -> Any:
+    """``model(data)``; when ``data`` holds token ids that the model cannot take, an error that
+    says so (rather than a dtype mismatch deep inside the first layer)."""
+    try:
+        return model(data)
+    except RuntimeError as error:
+        if not _are_ids(data):
+            raise
+        raise TypeError(
+            f"data holds integers ({data.dtype}), which only a model that starts with an "
+            f"embedding takes as token ids; this one failed on them ({error}). Pass "
+            "floating-point inputs."
+        ) from error
+
+
 def _check_data(data: object) -> torch.Tensor:
     if data is None:
         raise ValueError("scheme 'lsuv' needs data=<a batch of inputs>: it rescales each layer "
                          "until its output variance on that batch is 1")
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data = data[0]
-    if isinstance(data, np.ndarray) and np.issubdtype(data.dtype, np.floating):
+    if isinstance(data, np.ndarray) and (np.issubdtype(data.dtype, np.floating)
+                                         or np.issubdtype(data.dtype, np.integer)):
         data = torch.from_numpy(data)
-    if not isinstance(data, torch.Tensor) or not data.is_floating_point():
+    if not isinstance(data, torch.Tensor) or not (data.is_floating_point() or _are_ids(data)):
         described = type(data).__name__ + (f" of {data.dtype}" if hasattr(data, "dtype") else "")
         raise TypeError(f"data must be a floating-point tensor or numpy array (a batch of "
-                        f"inputs), got {described}")
+                        f"inputs), or an integer one (token ids), got {described}")
     if data.dim() == 0 or len(data) < 2:
         raise ValueError(f"data must hold at least 2 examples, got shape {tuple(data.shape)}")
     return data
@@ -570,7 +598,7 @@ def _output_variance(model: nn.Module, name: str, layer: nn.Module, data: torch.
 
     handle = layer.register_forward_hook(hook)
     try:
-        model(data)
+        _run(model, data)
     except _StopForward:
         pass
     finally:
@@ -590,7 +618,7 @@ def _forward_order(model: nn.Module, layers: list[tuple[str, nn.Module]],
 
     handles = [layer.register_forward_hook(hook) for _, layer in layers]
     try:
-        model(data)
+        _run(model, data)
     finally:
         for handle in handles:
             handle.remove()
@@ -613,7 +641,7 @@ def _lsuv(model: nn.Module, layers: list[tuple[str, nn.Module]], data: torch.Ten
     is rescaled once, at the first of them to run; the later ones are left as they come."""
     parameter = next(model.parameters(), None)
     if parameter is not None:
-        data = data.to(device=parameter.device, dtype=parameter.dtype)
+        data = _on_model(data, parameter)
     rescaled: set[int] = set()
     with torch.no_grad():
         for name, layer in _forward_order(model, layers, data):
@@ -647,7 +675,8 @@ class SignalReport:
       floating-point tensor of it if the layer returns a tuple, list or dict);
     - ``backward_variance[l]``: variance of ``dLoss/d output_l``, for an output gradient of
       i.i.d. ``N(0, 1)`` entries;
-    - ``input_variance``, ``input_grad_variance``: the same for the model's input;
+    - ``input_variance``, ``input_grad_variance``: the same for the model's input (NaN when
+      the input is token ids);
     - ``outputs``, ``output_grads``: every layer's output and ``dLoss/d output`` as flat float64
       arrays (for histograms), when asked for with ``keep_values=True``; else ``None``.
 
@@ -761,6 +790,10 @@ def signal_propagation(
     statistics it updates and the random numbers it draws are put back afterwards. With
     ``keep_values=True`` the report also holds the values themselves (for histograms).
 
+    ``data`` may hold token ids (an integer tensor) for a model that starts with an
+    ``nn.Embedding``: they are passed as they are, and ``input_variance`` and
+    ``input_grad_variance`` (so the first forward and backward factors) are NaN.
+
     >>> net = nn.Sequential(nn.Linear(100, 100, bias=False), nn.ReLU(),
     ...                     nn.Linear(100, 100, bias=False))
     >>> _ = initialize(net, "kaiming_normal", generator=torch.Generator().manual_seed(0))
@@ -777,7 +810,9 @@ def signal_propagation(
     if not layers:
         raise ValueError(f"model: {type(model).__name__} has no nn.Linear or nn.Conv layers")
     parameter = next(model.parameters())
-    x = data.detach().to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
+    x = _on_model(data.detach(), parameter)
+    if not _are_ids(x):  # token ids have no gradient: the input's statistics are then NaN
+        x.requires_grad_(True)
     outputs: dict[int, Any] = {}
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -786,7 +821,7 @@ def signal_propagation(
     handles = [layer.register_forward_hook(hook) for _, layer in layers]
     try:
         with torch.enable_grad(), _buffers_kept(model), _rng_kept(model):
-            results = _differentiable_outputs(model(x))
+            results = _differentiable_outputs(_run(model, x))
             ran = sorted((list(outputs).index(id(m)), name, m) for name, m in layers
                          if id(m) in outputs)
             if not ran:
@@ -798,7 +833,7 @@ def signal_propagation(
             generator = torch.Generator().manual_seed(seed)
             noise = [torch.randn(r.shape, generator=generator, dtype=torch.float64).to(r)
                      for r in results]
-            wanted = [x, *(t for t in tensors if t.requires_grad)]
+            wanted = [t for t in [x, *tensors] if t.requires_grad]
             found = iter(torch.autograd.grad(results, wanted, grad_outputs=noise,
                                              allow_unused=True))
             grads = [next(found) if t.requires_grad else None for t in [x, *tensors]]
@@ -816,7 +851,7 @@ def signal_propagation(
         names=tuple(name for _, name, _ in ran),
         forward_variance=np.array([variance(t) for t in tensors]),
         backward_variance=np.array([variance(g) for g in grads[1:]]),
-        input_variance=variance(x),
+        input_variance=math.nan if _are_ids(x) else variance(x),
         input_grad_variance=variance(grads[0]),
         outputs=tuple(flat(t) for t in tensors) if keep_values else None,
         output_grads=tuple(flat(g) for g in grads[1:]) if keep_values else None,

@@ -520,8 +520,10 @@ def test_numpy_batches_are_accepted():
     initialize(net, "lsuv", data=x, generator=gen())
     report = signal_propagation(net, x)
     assert all(abs(v - 1.0) < 0.05 for v in report.forward_variance)
-    with pytest.raises(TypeError, match="data must be a floating-point"):
+    with pytest.raises(TypeError, match="only a model that starts with an embedding"):
         signal_propagation(net, np.zeros((4, 8), dtype=np.int64))
+    with pytest.raises(TypeError, match="data must be a floating-point"):
+        signal_propagation(net, torch.zeros(4, 8, dtype=torch.bool))
 
 
 def test_lsuv_and_report_leave_the_global_rng_alone():
@@ -702,3 +704,32 @@ def test_bad_lsuv_options_leave_the_model_unchanged():
     with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
         initialize(net, "lsuv", data=x, max_iter=0)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def _language_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64),
+                         nn.ReLU(), nn.Linear(64, 50))
+
+
+def test_signal_propagation_takes_token_ids_for_a_model_that_starts_with_an_embedding():
+    model = _language_model()
+    ids = torch.randint(0, 50, (32, 12), generator=gen())
+    report = signal_propagation(model, ids)
+    assert report.names == ("1", "3", "5")
+    assert math.isnan(report.input_variance) and math.isnan(report.input_grad_variance)
+    # the first layer's statistics are those of the embedded batch, computed by hand
+    embedded = model[0](ids).detach().requires_grad_(True)
+    first = model[1](embedded)
+    expected = float(first.detach().double().var(unbiased=False))
+    assert report.forward_variance[0] == pytest.approx(expected)
+    assert np.isnan(report.forward_factors[0]) and np.all(np.isfinite(report.forward_factors[1:]))
+    assert np.all(np.isfinite(report.backward_variance)) and np.all(report.backward_variance > 0)
+
+
+def test_lsuv_takes_token_ids_for_a_model_that_starts_with_an_embedding():
+    model = _language_model()
+    ids = torch.randint(0, 50, (256, 12), generator=gen())
+    initialize(model, "lsuv", data=ids, generator=gen(), strict=False)  # the embedding stays
+    report = signal_propagation(model, ids)
+    assert all(abs(v - 1.0) < 0.05 for v in report.forward_variance)
