@@ -20,7 +20,7 @@ from gradtext.clip import (
     clip_per_parameter,
 )
 from gradtext.device import resolve_device, seed_everything
-from gradtext.models import DeepMLP, ScalarRNN, SequenceModel
+from gradtext.models import DeepMLP, ResidualMLP, ScalarRNN, SequenceModel
 from gradtext.monitor import Diagnosis, GradientMonitor, Thresholds
 from gradtext.train import History, fit, global_grad_norm
 
@@ -34,6 +34,7 @@ __all__ = [
     "Diagnosis",
     "GradientMonitor",
     "History",
+    "ResidualMLP",
     "ScalarRNN",
     "SequenceModel",
     "Thresholds",

@@ -402,7 +402,7 @@ class AdaptiveGradientClipping:
     ``weight[g * in_g:(g + 1) * in_g, j]`` (``in_g = in_channels / groups``). A plain tensor
     does not say which layer it belongs to, so these weights are recognised only when the
     clipper is called with a Module, or when the model is given once as ``model`` (then plain
-    tensors work too, as :func:`gradtext.fit` passes them); otherwise they are clipped by
+    tensors work too, as :func:`gradtext.train.fit` passes them); otherwise they are clipped by
     input channel, as in ``timm``'s ``adaptive_clip_grad``.
 
     >>> w = torch.nn.Parameter(torch.ones(2, 2)); w.grad = torch.full((2, 2), 10.0)

@@ -1,6 +1,8 @@
 """The networks the book studies, small enough to read top to bottom.
 
 - :class:`DeepMLP`: a stack of ``depth`` linear layers with an activation between them.
+- :class:`ResidualMLP`: an input layer, ``blocks`` residual blocks ``x + alpha * F(x)`` and an
+  output layer, with optional batch or layer normalization inside each branch.
 - :class:`SequenceModel`: PyTorch's fused ``nn.RNN``/``nn.LSTM``/``nn.GRU`` with a linear
   read-out of the last hidden state (the adding problem, character models).
 - :class:`ScalarRNN`: Pascanu, Mikolov & Bengio's one-unit recurrent net
@@ -16,6 +18,7 @@ torch.Size([5, 2])
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Iterator
 
@@ -153,6 +156,179 @@ class DeepMLP(nn.Module):
                 x = self.activations[index](x)
                 activations.append(x)
         return x, pre_activations, activations
+
+
+_NORMS: dict[str, Callable[[int], nn.Module]] = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+
+
+class ResidualBlock(nn.Module):
+    """One residual block ``x + branch_scale * F(x)``, with ``F = linear2(act(norm(linear1(x))))``.
+
+    ``norm`` is an ``nn.BatchNorm1d``, an ``nn.LayerNorm`` or ``nn.Identity`` (no normalization);
+    see :class:`ResidualMLP`, which builds these.
+
+    >>> import torch
+    >>> block = ResidualBlock(4, "relu", norm=None, branch_scale=0.5)
+    >>> x = torch.randn(3, 4)
+    >>> bool(torch.allclose(block(x), x + 0.5 * block.branch(x)))
+    True
+    """
+
+    def __init__(
+        self, width: int, activation: str = "relu", *, norm: str | None = None,
+        branch_scale: float = 1.0, bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(width, width, bias=bias)
+        self.norm = nn.Identity() if norm is None else _NORMS[norm](width)
+        self.activation = make_activation(activation)
+        self.linear2 = nn.Linear(width, width, bias=bias)
+        self.branch_scale = float(branch_scale)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch ``F(x)``, before ``branch_scale``."""
+        return self.linear2(self.activation(self.norm(self.linear1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch_scale * self.branch(x)
+
+
+class ResidualMLP(nn.Module):
+    """A residual multilayer perceptron: input layer, ``blocks`` residual blocks, output layer.
+
+    ``input`` maps ``in_features`` to ``width``; block ``l`` computes
+    ``x_{l+1} = x_l + branch_scale * F_l(x_l)`` with the branch
+    ``F_l = linear2(activation(norm(linear1(x))))``, two ``width x width`` linear layers with the
+    activation between them (and nothing after the addition: the skip path is the identity,
+    as in He, Zhang, Ren & Sun's "identity mappings" ResNets); ``output`` maps ``width`` to
+    ``out_features``. The network has ``blocks * 2 + 2`` linear layers.
+
+    :meth:`named_layers` lists the linear layers in order (``input``, ``blocks.0.linear1``,
+    ``blocks.0.linear2``, ..., ``output``), named as in ``named_modules()``, so that they match
+    :class:`~gradtext.monitor.GradientMonitor`'s layer names; :meth:`forward_with_intermediates`
+    returns the residual stream after the input layer and after every block.
+
+    Parameters
+    ----------
+    in_features, out_features, width
+        Sizes of the input, the output and the residual stream.
+    blocks
+        The number of residual blocks (``>= 1``).
+    activation
+        A name from :data:`ACTIVATIONS`, used inside each branch.
+    norm
+        ``None`` (default), ``"batch"`` (``nn.BatchNorm1d``) or ``"layer"`` (``nn.LayerNorm``),
+        placed between ``linear1`` and the activation, as batch normalization sits between a
+        convolution and its ReLU in the original ResNets; the residual stream itself is never
+        normalized.
+    branch_scale
+        The factor ``alpha`` on every branch (default 1.0); ``1 / sqrt(blocks)`` keeps the
+        forward variance of a ReLU network bounded at initialization.
+    zero_init
+        If true, ``linear2`` of every block starts with zero weight and bias, so that each
+        block is exactly the identity at initialization (the zero-gamma of Goyal et al., 2017;
+        Fixup; SkipInit).
+    bias
+        Whether the linear layers have biases.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ResidualMLP(10, 3, width=16, blocks=4, norm="layer", zero_init=True)
+    >>> net(torch.randn(5, 10)).shape
+    torch.Size([5, 3])
+    >>> [name for name, _ in net.named_layers()][:3]
+    ['input', 'blocks.0.linear1', 'blocks.0.linear2']
+    >>> _, streams = net.forward_with_intermediates(torch.randn(5, 10))
+    >>> bool(torch.equal(streams[0], streams[-1]))  # zero_init: every block is the identity
+    True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int,
+        blocks: int,
+        activation: str = "relu",
+        *,
+        norm: str | None = None,
+        branch_scale: float = 1.0,
+        zero_init: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        in_features = _check_positive_int("in_features", in_features)
+        out_features = _check_positive_int("out_features", out_features)
+        width = _check_positive_int("width", width)
+        blocks = _check_positive_int("blocks", blocks)
+        make_activation(activation)  # validate the name before building anything
+        if norm is not None and not isinstance(norm, str):
+            raise TypeError(f"norm must be None, 'batch' or 'layer', got {type(norm).__name__}")
+        if norm is not None and norm not in _NORMS:
+            raise ValueError(f"norm must be None, 'batch' or 'layer', got {norm!r}")
+        if isinstance(branch_scale, bool) or not isinstance(branch_scale, numbers.Real):
+            raise TypeError(f"branch_scale must be a number, got {type(branch_scale).__name__}")
+        if not math.isfinite(branch_scale):
+            raise ValueError(f"branch_scale must be finite, got {branch_scale}")
+        if not isinstance(zero_init, bool):
+            raise TypeError(f"zero_init must be a bool, got {type(zero_init).__name__}")
+        self.activation_name = activation.strip().lower()
+        self.norm_name = norm
+        self.branch_scale = float(branch_scale)
+        self.zero_init = zero_init
+        self.input = nn.Linear(in_features, width, bias=bias)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, activation, norm=norm, branch_scale=branch_scale, bias=bias)
+            for _ in range(blocks)
+        )
+        self.output = nn.Linear(width, out_features, bias=bias)
+        if zero_init:
+            with torch.no_grad():
+                for block in self.blocks:
+                    block.linear2.weight.zero_()
+                    if block.linear2.bias is not None:
+                        block.linear2.bias.zero_()
+
+    @property
+    def depth(self) -> int:
+        """The number of linear layers, ``2 * blocks + 2``."""
+        return 2 * len(self.blocks) + 2
+
+    def named_layers(self) -> Iterator[tuple[str, nn.Linear]]:
+        """``(name, layer)`` for each linear layer, input side first, named as in
+        ``named_modules()``."""
+        yield "input", self.input
+        for index, block in enumerate(self.blocks):
+            yield f"blocks.{index}.linear1", block.linear1
+            yield f"blocks.{index}.linear2", block.linear2
+        yield "output", self.output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.output(x)
+
+    def forward_with_intermediates(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the network and keep the residual stream.
+
+        Returns ``(output, streams)``: ``streams[0]`` is the input layer's output and
+        ``streams[l]`` the stream after block ``l`` (``blocks + 1`` tensors in all).
+
+        >>> import torch
+        >>> out, streams = ResidualMLP(3, 1, 5, 2).forward_with_intermediates(torch.ones(2, 3))
+        >>> len(streams), tuple(streams[-1].shape)
+        (3, (2, 5))
+        """
+        x = self.input(x)
+        streams = [x]
+        for block in self.blocks:
+            x = block(x)
+            streams.append(x)
+        return self.output(x), streams
 
 
 _RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

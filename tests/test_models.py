@@ -4,7 +4,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradtext.models import ACTIVATIONS, DeepMLP, ScalarRNN, SequenceModel, make_activation
+from gradtext.models import (
+    ACTIVATIONS,
+    DeepMLP,
+    ResidualMLP,
+    ScalarRNN,
+    SequenceModel,
+    make_activation,
+)
 
 
 @settings(deadline=None, max_examples=30)
@@ -154,3 +161,101 @@ def test_sizes_may_be_numpy_integers():
         DeepMLP(4, 2, 8.0, 3)
     with pytest.raises(TypeError, match="depth must be an int"):
         DeepMLP(4, 2, 8, np.bool_(True))
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_residual_mlp_shapes_and_layer_names(norm):
+    net = ResidualMLP(5, 3, width=8, blocks=4, activation="tanh", norm=norm)
+    assert net(torch.randn(6, 5)).shape == (6, 3)
+    assert net.depth == 10 == len(list(net.named_layers()))
+    names = [name for name, _ in net.named_layers()]
+    assert names[:3] == ["input", "blocks.0.linear1", "blocks.0.linear2"]
+    assert names[-1] == "output"
+    named = dict(net.named_modules())
+    assert all(named[name] is layer for name, layer in net.named_layers())
+    expected = {None: torch.nn.Identity, "batch": torch.nn.BatchNorm1d, "layer": torch.nn.LayerNorm}
+    assert all(isinstance(block.norm, expected[norm]) for block in net.blocks)
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_residual_mlp_zero_init_makes_every_block_the_identity(norm):
+    torch.manual_seed(0)
+    net = ResidualMLP(4, 2, width=16, blocks=5, norm=norm, zero_init=True)
+    x = torch.randn(32, 4)
+    out, streams = net.forward_with_intermediates(x)
+    assert len(streams) == 6
+    for before, after in zip(streams[:-1], streams[1:], strict=True):
+        assert torch.equal(before, after)
+    assert torch.equal(out, net.output(net.input(x)))
+    for block in net.blocks:
+        assert torch.count_nonzero(block.linear2.weight) == 0
+        assert torch.count_nonzero(block.linear2.bias) == 0
+        assert torch.count_nonzero(block.linear1.weight) > 0  # only the last layer is zeroed
+
+
+def test_residual_mlp_branch_scale_scales_the_branch():
+    torch.manual_seed(0)
+    x = torch.randn(8, 6, dtype=torch.float64)
+    nets = {}
+    for scale in (1.0, 0.25, 0.0):
+        torch.manual_seed(1)
+        nets[scale] = ResidualMLP(6, 2, width=6, blocks=3, branch_scale=scale).double()
+    streams = {scale: net.forward_with_intermediates(x)[1] for scale, net in nets.items()}
+    for scale, net in nets.items():
+        assert net.branch_scale == scale
+        for index, block in enumerate(net.blocks):
+            before = streams[scale][index]
+            expected = before + scale * block.branch(before)
+            assert torch.allclose(streams[scale][index + 1], expected)
+    # the first block sees the same input in every network: its update is proportional to alpha
+    update = {s: streams[s][1] - streams[s][0] for s in nets}
+    assert torch.allclose(update[0.25], 0.25 * update[1.0])
+    assert torch.equal(update[0.0], torch.zeros_like(update[0.0]))
+
+
+def test_residual_mlp_is_deterministic_under_a_seed():
+    torch.manual_seed(3)
+    first = ResidualMLP(4, 2, width=8, blocks=2, norm="layer")
+    torch.manual_seed(3)
+    second = ResidualMLP(4, 2, width=8, blocks=2, norm="layer")
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(5, 4)
+    assert torch.equal(first(x), second(x))
+
+
+def test_residual_mlp_works_with_the_monitor():
+    from gradtext.monitor import GradientMonitor
+
+    torch.manual_seed(0)
+    net = ResidualMLP(4, 3, width=8, blocks=2, norm="batch", zero_init=True)
+    with GradientMonitor(net) as monitor:
+        torch.nn.functional.cross_entropy(net(torch.randn(16, 4)),
+                                          torch.randint(0, 3, (16,))).backward()
+    linear_names = [name for name, _ in net.named_layers()]
+    assert set(linear_names) <= set(monitor.layer_names)
+    assert "blocks.0.norm" in monitor.layer_names  # BatchNorm owns parameters: a layer too
+    grads = dict(zip(monitor.layer_names, monitor.grad_norms()[0], strict=True))
+    # zero-initialized branches: W1's gradient passes through W2 = 0, W2's does not
+    assert grads["blocks.0.linear1"] == 0 and grads["blocks.0.linear2"] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"blocks": 0}, ValueError, "blocks must be >= 1"),
+        ({"blocks": 2.0}, TypeError, "blocks must be an int"),
+        ({"width": 0}, ValueError, "width must be >= 1"),
+        ({"activation": "swishy"}, ValueError, "unknown activation 'swishy'"),
+        ({"norm": "group"}, ValueError, "norm must be None, 'batch' or 'layer'"),
+        ({"norm": 1}, TypeError, "norm must be None, 'batch' or 'layer'"),
+        ({"branch_scale": "1"}, TypeError, "branch_scale must be a number"),
+        ({"branch_scale": True}, TypeError, "branch_scale must be a number"),
+        ({"branch_scale": float("nan")}, ValueError, "branch_scale must be finite"),
+        ({"zero_init": 1}, TypeError, "zero_init must be a bool"),
+    ],
+)
+def test_residual_mlp_bad_input(kwargs, error, message):
+    args = {"in_features": 3, "out_features": 2, "width": 4, "blocks": 2} | kwargs
+    with pytest.raises(error, match=message):
+        ResidualMLP(**args)
