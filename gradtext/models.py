@@ -76,6 +76,18 @@ def _check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def _check_sizes(
+    in_features: object, out_features: object, width: object, count: tuple[str, object],
+    activation: str,
+) -> tuple[int, int, int, int]:
+    """The sizes of an MLP as Python ints >= 1 (``count`` is its ``(name, value)`` number of
+    layers or blocks), with the activation's name checked too, before anything is built."""
+    checked = tuple(_check_positive_int(name, value) for name, value in [
+        ("in_features", in_features), ("out_features", out_features), ("width", width), count])
+    make_activation(activation)
+    return checked
+
+
 class DeepMLP(nn.Module):
     """A multilayer perceptron of ``depth`` linear layers.
 
@@ -104,11 +116,8 @@ class DeepMLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        in_features = _check_positive_int("in_features", in_features)
-        out_features = _check_positive_int("out_features", out_features)
-        width = _check_positive_int("width", width)
-        depth = _check_positive_int("depth", depth)
-        make_activation(activation)  # validate the name before building anything
+        in_features, out_features, width, depth = _check_sizes(
+            in_features, out_features, width, ("depth", depth), activation)
         self.activation_name = activation.strip().lower()
         sizes = [in_features] + [width] * (depth - 1) + [out_features]
         pairs = zip(sizes[:-1], sizes[1:], strict=True)
@@ -258,11 +267,8 @@ class ResidualMLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        in_features = _check_positive_int("in_features", in_features)
-        out_features = _check_positive_int("out_features", out_features)
-        width = _check_positive_int("width", width)
-        blocks = _check_positive_int("blocks", blocks)
-        make_activation(activation)  # validate the name before building anything
+        in_features, out_features, width, blocks = _check_sizes(
+            in_features, out_features, width, ("blocks", blocks), activation)
         if norm is not None and not isinstance(norm, str):
             raise TypeError(f"norm must be None, 'batch' or 'layer', got {type(norm).__name__}")
         if norm is not None and norm not in _NORMS:
